@@ -1,0 +1,163 @@
+//! Typed events: what the kernel saw, decoded into Rust and serialised to the JSON
+//! that `schemas/event.schema.json` describes. Every stage after capture (rules,
+//! sinks, audit) works on these types, never on raw kernel bytes.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// One event as it leaves the sensor. `kind` selects which of the optional blocks is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    /// Wall-clock time, RFC 3339 with nanoseconds, UTC.
+    pub time: String,
+    /// Which capture path produced it.
+    pub source: CaptureSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    #[serde(default)]
+    pub ifindex: u32,
+    pub direction: Direction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<Endpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<Endpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<SensorStats>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    HttpRequest,
+    HttpResponse,
+    /// Periodic snapshot of the sensor's own counters (drops, truncations, ...).
+    SensorStats,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::HttpRequest => "http_request",
+            EventKind::HttpResponse => "http_response",
+            EventKind::SensorStats => "sensor_stats",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureSource {
+    /// TC program on a live interface.
+    Net,
+    /// uprobes on libssl (plaintext after decryption).
+    Tls,
+    /// A pcap fed through the same TC program with BPF_PROG_TEST_RUN.
+    Replay,
+    /// The sensor itself (stats, health).
+    Sensor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Ingress,
+    Egress,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
+}
+
+/// HTTP/1.x message metadata. Bodies and credential values never appear here.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HttpInfo {
+    /// Request method; absent on responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Request target as sent (bounded in the kernel; see `path_truncated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub path_truncated: bool,
+    /// "HTTP/1.0" or "HTTP/1.1".
+    pub version: String,
+    /// Response status code; absent on requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Configured headers that were present, by lower-case name. A header that
+    /// appears twice keeps its first value (and is counted in `header_count`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Header names whose value was cut at the kernel's per-value bound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truncated_headers: Vec<String>,
+    pub header_count: u32,
+    /// Bytes of the header block including the start line and the final CRLF.
+    pub header_bytes: u32,
+    /// Parsed Content-Length, when present and numeric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_length: Option<u64>,
+    /// Credential headers that were present: never the value, only its shape and a keyed hash.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, Credential>,
+    /// Parser anomaly flags, e.g. "cl_and_te", "crlf_in_value" (see the schema for the list).
+    #[serde(default)]
+    pub anomalies: Vec<String>,
+    /// TCP segments the header block spanned (1 when it fit in one).
+    #[serde(default = "one")]
+    pub segments: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// What the kernel reveals about a credential header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    /// "bearer", "basic", "digest", "negotiate", or "other" (always "other" for cookies).
+    pub scheme: String,
+    /// Length of the value in bytes (after leading whitespace).
+    pub length: u32,
+    /// SipHash-2-4 of the value under this run's 128-bit key, 16 lower-case hex digits.
+    pub hash: String,
+    /// True when the value was longer than the kernel hashes (the hash covers a prefix).
+    #[serde(default)]
+    pub hash_truncated: bool,
+}
+
+/// The sensor's own counters, as deltas since the previous snapshot and totals.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SensorStats {
+    pub interval_ms: u64,
+    pub packets_seen: u64,
+    pub http_messages: u64,
+    pub ringbuf_drops: u64,
+    pub ringbuf_drops_total: u64,
+    pub truncated: u64,
+    pub parse_errors: u64,
+    pub flow_continuations: u64,
+    pub flow_state_lost: u64,
+    /// Events userspace could not decode (size mismatch): a bug, counted, never silent.
+    pub decode_errors: u64,
+}
