@@ -4,3 +4,4 @@
 //! rules → alerts → sinks, with audit and metrics beside them.
 
 pub mod events;
+pub mod capture;

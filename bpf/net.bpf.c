@@ -1,0 +1,425 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* gatewatch packet path: TC (tcx or clsact) on ingress and egress. Recognises
+ * HTTP/1.x by content on any TCP port, parses headers with the shared bounded
+ * parser and emits metadata events. Never drops or modifies a packet. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "include/gw_http.h"
+
+#define TC_ACT_OK 0
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+#define IPPROTO_TCP_ 6
+#define GW_MAX_MSGS_PER_PKT 8
+#define GW_MAX_CHUNKS_PER_PKT 16
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Optional port filter: when gw_nports > 0, only these ports (either side). */
+const volatile __u32 gw_nports = 0;
+const volatile __u16 gw_ports[16] = {};
+
+struct gw_flow_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 ip_version;
+};
+
+struct gw_chunk {
+	__u8 b[GW_CHUNK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gw_work);
+} gw_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gw_chunk);
+} gw_chunks SEC(".maps");
+
+/* Messages whose header block (or body) continues in a later segment. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 2048);
+	__type(key, struct gw_flow_key);
+	__type(value, struct gw_work);
+} gw_flows SEC(".maps");
+
+
+struct gw_pkt {
+	struct gw_flow_key fk;
+	__u32 seq;
+	__u32 poff; /* payload offset in the skb */
+	__u32 plen; /* payload length (from the IP header, not skb->len) */
+};
+
+static __always_inline int gw_parse_l3l4(struct __sk_buff *skb, struct gw_pkt *p)
+{
+	__u32 off = ETH_HLEN;
+	__u16 proto;
+	__u8 l4;
+	__u32 l3_total;
+
+	if (bpf_skb_load_bytes(skb, 12, &proto, 2) < 0)
+		return -1;
+	proto = bpf_ntohs(proto);
+	/* Up to two VLAN tags still in the frame (offloaded tags are not in the data). */
+	if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
+		if (bpf_skb_load_bytes(skb, off + 2, &proto, 2) < 0)
+			return -1;
+		proto = bpf_ntohs(proto);
+		off += 4;
+		if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
+			if (bpf_skb_load_bytes(skb, off + 2, &proto, 2) < 0)
+				return -1;
+			proto = bpf_ntohs(proto);
+			off += 4;
+		}
+	}
+
+	if (proto == ETH_P_IP) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0) {
+			gw_count(GW_CNT_SHORT_HEADERS);
+			return -1;
+		}
+		if (ip.ihl < 5) {
+			gw_count(GW_CNT_SHORT_HEADERS);
+			return -1;
+		}
+		if (ip.frag_off & bpf_htons(0x3fff)) {
+			gw_count(GW_CNT_FRAGMENTS);
+			return -1;
+		}
+		if (ip.protocol != IPPROTO_TCP_)
+			return -1;
+		__builtin_memcpy(p->fk.saddr, &ip.saddr, 4);
+		__builtin_memcpy(p->fk.daddr, &ip.daddr, 4);
+		p->fk.ip_version = 4;
+		l3_total = bpf_ntohs(ip.tot_len);
+		if (l3_total == 0) /* GSO/BIG TCP: length not in the header */
+			l3_total = skb->len - off;
+		if (l3_total < ip.ihl * 4) {
+			gw_count(GW_CNT_SHORT_HEADERS);
+			return -1;
+		}
+		l3_total -= ip.ihl * 4;
+		off += ip.ihl * 4;
+	} else if (proto == ETH_P_IPV6) {
+		struct ipv6hdr ip6;
+		int i;
+
+		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0) {
+			gw_count(GW_CNT_SHORT_HEADERS);
+			return -1;
+		}
+		__builtin_memcpy(p->fk.saddr, &ip6.saddr, 16);
+		__builtin_memcpy(p->fk.daddr, &ip6.daddr, 16);
+		p->fk.ip_version = 6;
+		l3_total = bpf_ntohs(ip6.payload_len);
+		if (l3_total == 0)
+			l3_total = skb->len - off - sizeof(ip6);
+		off += sizeof(ip6);
+		l4 = ip6.nexthdr;
+		/* Skip a bounded number of extension headers. */
+#pragma unroll
+		for (i = 0; i < 4; i++) {
+			__u8 ext[2];
+			__u32 elen;
+
+			if (l4 != 0 && l4 != 43 && l4 != 60 && l4 != 44)
+				break;
+			if (l4 == 44) { /* fragment header */
+				gw_count(GW_CNT_FRAGMENTS);
+				return -1;
+			}
+			if (bpf_skb_load_bytes(skb, off, ext, 2) < 0)
+				return -1;
+			elen = (ext[1] + 1) * 8;
+			if (l3_total < elen)
+				return -1;
+			l3_total -= elen;
+			off += elen;
+			l4 = ext[0];
+		}
+		if (l4 != IPPROTO_TCP_)
+			return -1;
+	} else {
+		gw_count(GW_CNT_NON_IP);
+		return -1;
+	}
+
+	{
+		struct tcphdr tcp;
+		__u32 doff;
+
+		if (bpf_skb_load_bytes(skb, off, &tcp, sizeof(tcp)) < 0) {
+			gw_count(GW_CNT_SHORT_HEADERS);
+			return -1;
+		}
+		doff = tcp.doff * 4;
+		if (doff < sizeof(tcp) || l3_total < doff) {
+			gw_count(GW_CNT_SHORT_HEADERS);
+			return -1;
+		}
+		p->fk.sport = bpf_ntohs(tcp.source);
+		p->fk.dport = bpf_ntohs(tcp.dest);
+		p->seq = bpf_ntohl(tcp.seq);
+		p->poff = off + doff;
+		p->plen = l3_total - doff;
+		if (p->poff + p->plen > skb->len) {
+			/* Captured frame shorter than its IP header claims (snaplen). */
+			gw_count(GW_CNT_SHORT_HEADERS);
+			if (p->poff >= skb->len)
+				return -1;
+			p->plen = skb->len - p->poff;
+		}
+	}
+	return 0;
+}
+
+static __always_inline int gw_port_allowed(struct gw_pkt *p)
+{
+	__u32 i;
+
+	if (gw_nports == 0)
+		return 1;
+#pragma unroll
+	for (i = 0; i < 16; i++) {
+		if (i >= gw_nports)
+			break;
+		if (gw_ports[i] == p->fk.sport || gw_ports[i] == p->fk.dport)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline void gw_fill_hdr(struct gw_work *w, struct __sk_buff *skb, struct gw_pkt *p,
+					__u8 dir)
+{
+	struct gw_event_hdr *h = &w->ev.hdr;
+
+	h->ifindex = skb->ifindex;
+	h->direction = dir;
+	h->source = GW_SRC_NET;
+	h->ip_version = p->fk.ip_version;
+	__builtin_memcpy(h->saddr, p->fk.saddr, 16);
+	__builtin_memcpy(h->daddr, p->fk.daddr, 16);
+	h->sport = p->fk.sport;
+	h->dport = p->fk.dport;
+	h->pid = 0;
+	h->has_process = 0;
+	/* The socket's cgroup is known on egress of locally generated traffic. */
+	h->cgroup_id = dir == GW_DIR_EGRESS ? bpf_skb_cgroup_id(skb) : 0;
+}
+
+/* Feed payload bytes [pos, plen) to the parser, chunk by chunk, until the
+ * message ends or the payload does. Returns the new position. A global
+ * (non-inlined) function: the verifier checks it once, not once per caller path. */
+__noinline int gw_feed_payload(struct __sk_buff *skb, struct gw_pkt *p, struct gw_work *w,
+			       struct gw_chunk *ch, __u32 pos)
+{
+	int c;
+
+	if (!skb || !p || !w || !ch)
+		return pos;
+	for (c = 0; c < GW_MAX_CHUNKS_PER_PKT; c++) {
+		struct gw_feed_ctx ctx = {};
+		__u64 n;
+
+		if (pos >= p->plen)
+			return pos;
+		n = p->plen - pos;
+		if (n > GW_CHUNK)
+			n = GW_CHUNK;
+		if (n == 0)
+			return pos;
+		/* identity for 1..GW_CHUNK, and a bound the verifier can see */
+		n = ((n - 1) & (GW_CHUNK - 1)) + 1;
+		if (bpf_skb_load_bytes(skb, p->poff + pos, ch->b, n) < 0)
+			return pos;
+		ctx.w = w;
+		ctx.buf = ch->b;
+		bpf_loop(n, gw_feed_cb, &ctx, 0);
+		pos += ctx.consumed;
+		if (w->ps.state == GW_S_DONE || w->ps.state == GW_S_ABORT)
+			return pos;
+	}
+	return pos;
+}
+
+/* Start a new message at the current position: reset the work area and stamp
+ * the flow. Global for the same reason as gw_feed_payload. */
+__noinline int gw_start_msg(struct __sk_buff *skb, struct gw_pkt *p, struct gw_work *w, int kind,
+			    int dir)
+{
+	if (!skb || !p || !w)
+		return 0;
+	gw_msg_init(w, kind);
+	gw_fill_hdr(w, skb, p, dir);
+	return 0;
+}
+
+__noinline int gw_emit_msg(struct gw_work *w)
+{
+	if (!w)
+		return 0;
+	gw_emit(w);
+	return 0;
+}
+
+static __always_inline void gw_save_flow(struct gw_pkt *p, struct gw_work *w)
+{
+	w->ps.next_seq = p->seq + p->plen;
+	bpf_map_update_elem(&gw_flows, &p->fk, w, BPF_ANY);
+	gw_count(GW_CNT_FLOW_SAVED);
+}
+
+/* Skip body bytes of the current message; returns 1 if the body continues
+ * past this packet (flow state saved). */
+static __always_inline int gw_skip_body(struct gw_pkt *p, struct gw_work *w, __u32 *pos)
+{
+	__u64 left = w->ps.body_remaining;
+	__u32 avail = p->plen - *pos;
+
+	if (left <= avail) {
+		*pos += left;
+		w->ps.body_remaining = 0;
+		return 0;
+	}
+	w->ps.body_remaining = left - avail;
+	w->ps.state = GW_S_BODY;
+	*pos = p->plen;
+	gw_save_flow(p, w);
+	return 1;
+}
+
+static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt *p, __u8 dir)
+{
+	__u32 zero = 0, pos = 0;
+	struct gw_work *w, *saved;
+	struct gw_chunk *ch;
+	int resumed = 0, msg;
+
+	w = bpf_map_lookup_elem(&gw_scratch, &zero);
+	ch = bpf_map_lookup_elem(&gw_chunks, &zero);
+	if (!w || !ch)
+		return;
+
+	saved = bpf_map_lookup_elem(&gw_flows, &p->fk);
+	if (saved) {
+		__s32 delta = (__s32)(p->seq - saved->ps.next_seq);
+
+		if (delta < 0)
+			return; /* retransmission of bytes already parsed */
+		if (delta > 0) {
+			/* A segment is missing: what we had is emitted, flagged, never guessed at. */
+			if (saved->ps.state != GW_S_BODY) {
+				bpf_probe_read_kernel(w, sizeof(*w), saved);
+				w->ev.anomalies |= GW_AN_OUT_OF_ORDER | GW_AN_TRUNCATED;
+				gw_emit_msg(w);
+			}
+			bpf_map_delete_elem(&gw_flows, &p->fk);
+			gw_count(GW_CNT_FLOW_LOST);
+		} else {
+			bpf_probe_read_kernel(w, sizeof(*w), saved);
+			bpf_map_delete_elem(&gw_flows, &p->fk);
+			gw_count(GW_CNT_FLOW_CONTINUED);
+			resumed = 1;
+			if (w->ps.state == GW_S_BODY && gw_skip_body(p, w, &pos))
+				return;
+			if (w->ps.state == GW_S_BODY) {
+				resumed = 0;
+				w->ps.state = GW_S_IDLE;
+			}
+		}
+	}
+
+	for (msg = 0; msg < GW_MAX_MSGS_PER_PKT; msg++) {
+		if (!resumed) {
+			__u64 start = 0, avail;
+			int kind;
+
+			if (pos >= p->plen || p->plen - pos < 4)
+				return;
+			avail = p->plen - pos;
+			if (avail > 8)
+				avail = 8;
+			avail = ((avail - 1) & 7) + 1;
+			if (bpf_skb_load_bytes(skb, p->poff + pos, &start, avail) < 0)
+				return;
+			kind = gw_http_start_kind(start);
+			if (!kind)
+				return;
+			gw_start_msg(skb, p, w, kind, dir);
+		}
+		resumed = 0;
+		w->ev.segments++;
+		pos = gw_feed_payload(skb, p, w, ch, pos);
+
+		if (w->ps.state == GW_S_ABORT) {
+			gw_emit_msg(w); /* header block past the window: the rest of the message is unparsed */
+			return;
+		}
+		if (w->ps.state != GW_S_DONE) {
+			if (pos >= p->plen) {
+				gw_save_flow(p, w); /* header block continues in the next segment */
+			} else {
+				w->ev.anomalies |= GW_AN_TRUNCATED;
+				gw_emit_msg(w);
+			}
+			return;
+		}
+		gw_emit_msg(w);
+		/* Pipelining: skip a Content-Length body, then look for the next message. */
+		if (w->ps.te_chunked_only)
+			return; /* chunked body: length unknown without decoding it */
+		if (w->ev.content_length != ~0ULL) {
+			w->ps.body_remaining = w->ev.content_length;
+			if (gw_skip_body(p, w, &pos))
+				return;
+		} else if (w->ev.is_response) {
+			return; /* response without length: body runs to connection close */
+		}
+	}
+}
+
+static __always_inline int gw_handle(struct __sk_buff *skb, __u8 dir)
+{
+	struct gw_pkt p = {};
+
+	gw_count(GW_CNT_PACKETS);
+	if (gw_parse_l3l4(skb, &p) < 0)
+		return TC_ACT_OK;
+	if (p.plen == 0 || !gw_port_allowed(&p))
+		return TC_ACT_OK;
+	gw_count(GW_CNT_TCP_PAYLOAD);
+	gw_http_packet(skb, &p, dir);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int gw_tc_ingress(struct __sk_buff *skb)
+{
+	return gw_handle(skb, GW_DIR_INGRESS);
+}
+
+SEC("tc")
+int gw_tc_egress(struct __sk_buff *skb)
+{
+	return gw_handle(skb, GW_DIR_EGRESS);
+}
