@@ -412,13 +412,13 @@ static __always_inline int gw_handle(struct __sk_buff *skb, __u8 dir)
 	return TC_ACT_OK;
 }
 
-SEC("tc")
+SEC("tcx/ingress")
 int gw_tc_ingress(struct __sk_buff *skb)
 {
 	return gw_handle(skb, GW_DIR_INGRESS);
 }
 
-SEC("tc")
+SEC("tcx/egress")
 int gw_tc_egress(struct __sk_buff *skb)
 {
 	return gw_handle(skb, GW_DIR_EGRESS);

@@ -3,5 +3,8 @@
 //! One module per stage of the data path (see DESIGN.md): capture → events →
 //! rules → alerts → sinks, with audit and metrics beside them.
 
-pub mod events;
 pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod sinks;

@@ -1,1 +1,179 @@
+//! Capture stage: loads the kernel programs, configures them (header table,
+//! hash key, limits), attaches them to interfaces or feeds them a pcap, and
+//! turns ring-buffer records into typed events.
+
+pub mod attach;
+pub mod clock;
+pub mod counters;
+pub mod decode;
+pub mod headers;
+pub mod replay;
 pub mod skel;
+
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd};
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, OpenObject};
+use serde::Deserialize;
+
+use self::counters::{KernelCounters, COUNTER_NAMES};
+use self::headers::HeaderTable;
+use self::skel::{NetSkel, NetSkelBuilder};
+
+/// `[capture]` section of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Header values copied into events (lower-case names, at most 12).
+    pub headers: Vec<String>,
+    /// Only parse TCP traffic to or from these ports; empty = every port.
+    pub ports: Vec<u16>,
+    /// Header-block bytes parsed per message before it is flagged `truncated`.
+    pub parse_window: u32,
+    /// Kernel → userspace ring buffer size in MiB (power of two).
+    pub ringbuf_mb: u32,
+    /// Flows whose header block or body spans segments, tracked at once (LRU).
+    pub flow_table_size: u32,
+    pub attach_mode: attach::AttachMode,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            headers: headers::DEFAULT_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ports: Vec::new(),
+            parse_window: 16384,
+            ringbuf_mb: 16,
+            flow_table_size: 2048,
+            attach_mode: attach::AttachMode::Auto,
+        }
+    }
+}
+
+impl CaptureConfig {
+    pub fn validate(&self) -> Result<HeaderTable> {
+        let table = HeaderTable::new(&self.headers).context("capture.headers")?;
+        if self.ports.len() > 16 {
+            bail!(
+                "capture.ports: at most 16 ports, {} given",
+                self.ports.len()
+            );
+        }
+        if !(256..=65536).contains(&self.parse_window) {
+            bail!(
+                "capture.parse_window: must be 256..=65536, got {}",
+                self.parse_window
+            );
+        }
+        if !self.ringbuf_mb.is_power_of_two() || self.ringbuf_mb > 1024 {
+            bail!(
+                "capture.ringbuf_mb: must be a power of two up to 1024, got {}",
+                self.ringbuf_mb
+            );
+        }
+        if !(16..=1_048_576).contains(&self.flow_table_size) {
+            bail!(
+                "capture.flow_table_size: must be 16..=1048576, got {}",
+                self.flow_table_size
+            );
+        }
+        Ok(table)
+    }
+}
+
+/// The loaded kernel programs and maps. Dropping it unloads everything.
+pub struct Probe {
+    pub skel: NetSkel<'static>,
+    pub table: HeaderTable,
+}
+
+impl Probe {
+    /// Open, configure and load `net.bpf.c`, then write the header table and a
+    /// fresh random hash key (frozen: not even we can change it afterwards).
+    pub fn load(cfg: &CaptureConfig) -> Result<Probe> {
+        let table = cfg.validate()?;
+        bump_memlock_rlimit();
+        // The skeleton borrows its object for its whole life; the sensor loads
+        // once per process, so a leaked box is the simple, honest lifetime.
+        let object: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = NetSkelBuilder::default()
+            .open(object)
+            .context("opening BPF object (is this a kernel with BTF?)")?;
+        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+            ro.gw_parse_window = cfg.parse_window;
+            ro.gw_nports = cfg.ports.len() as u32;
+            for (i, p) in cfg.ports.iter().enumerate() {
+                ro.gw_ports[i] = *p;
+            }
+        }
+        open.maps
+            .gw_events
+            .set_max_entries(cfg.ringbuf_mb * 1024 * 1024)
+            .context("sizing ring buffer")?;
+        open.maps
+            .gw_flows
+            .set_max_entries(cfg.flow_table_size)
+            .context("sizing flow table")?;
+        let skel = open.load().map_err(|e| {
+            anyhow::anyhow!(
+                "loading BPF programs into the kernel: {e}. gatewatch needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or root)"
+            )
+        })?;
+
+        for entry in &table.entries {
+            skel.maps
+                .gw_hdr_names
+                .update(&entry.key_bytes(), &entry.value_bytes(), MapFlags::ANY)
+                .with_context(|| format!("writing header {:?} to the kernel table", entry.name))?;
+        }
+        let mut key = [0u8; 16];
+        getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("generating hash key: {e}"))?;
+        skel.maps
+            .gw_hash_key
+            .update(&0u32.to_ne_bytes(), &key, MapFlags::ANY)
+            .context("writing hash key")?;
+        // SAFETY: a valid map fd owned by the skeleton.
+        let rc = unsafe { libbpf_sys::bpf_map_freeze(skel.maps.gw_hash_key.as_fd().as_raw_fd()) };
+        if rc != 0 {
+            bail!("freezing hash key map: {}", std::io::Error::last_os_error());
+        }
+        key.fill(0);
+        Ok(Probe { skel, table })
+    }
+
+    /// Sum of the per-CPU counters.
+    pub fn counters(&self) -> Result<KernelCounters> {
+        let mut out = KernelCounters::default();
+        for (i, slot) in out.values.iter_mut().enumerate().take(COUNTER_NAMES.len()) {
+            let per_cpu = self
+                .skel
+                .maps
+                .gw_counters
+                .lookup_percpu(&(i as u32).to_ne_bytes(), MapFlags::ANY)
+                .context("reading kernel counters")?
+                .unwrap_or_default();
+            *slot = per_cpu
+                .iter()
+                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                .map(u64::from_ne_bytes)
+                .sum();
+        }
+        Ok(out)
+    }
+}
+
+fn bump_memlock_rlimit() {
+    // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; harmless after.
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct; failure only matters on old kernels.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}

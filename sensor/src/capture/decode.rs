@@ -1,0 +1,275 @@
+//! Turns the kernel's fixed-layout `gw_http_event` records into typed events.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use thiserror::Error;
+
+use super::clock::BootClock;
+use super::skel::types::{gw_event_hdr, gw_http_event};
+use crate::events::{
+    CaptureSource, Credential, Direction, Endpoint, Event, EventKind, HttpInfo, ProcessInfo,
+};
+
+const EV_HTTP_REQUEST: u32 = 1;
+const EV_HTTP_RESPONSE: u32 = 2;
+
+/// Anomaly bits (`GW_AN_*` in gw_events.h) and their names in events.
+pub const ANOMALY_NAMES: [(u32, &str); 15] = [
+    (1 << 0, "crlf_in_value"),
+    (1 << 1, "duplicate_content_length"),
+    (1 << 2, "cl_and_te"),
+    (1 << 3, "non_ascii"),
+    (1 << 4, "truncated"),
+    (1 << 5, "path_truncated"),
+    (1 << 6, "value_truncated"),
+    (1 << 7, "obs_fold"),
+    (1 << 8, "malformed_header_line"),
+    (1 << 9, "invalid_content_length"),
+    (1 << 10, "duplicate_host"),
+    (1 << 11, "out_of_order"),
+    (1 << 12, "control_char"),
+    (1 << 13, "bare_lf"),
+    (1 << 14, "malformed_start_line"),
+];
+
+const SCHEMES: [&str; 6] = ["none", "bearer", "basic", "digest", "negotiate", "other"];
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("event record of {got} bytes, expected {want}")]
+    Size { got: usize, want: usize },
+    #[error("unknown event kind {0}")]
+    Kind(u32),
+}
+
+/// Everything the decoder needs besides the bytes.
+pub struct Decoder {
+    pub slot_names: Vec<String>,
+    pub clock: BootClock,
+    pub source: CaptureSource,
+    ifnames: BTreeMap<u32, Option<String>>,
+}
+
+impl Decoder {
+    pub fn new(slot_names: Vec<String>, source: CaptureSource) -> Self {
+        Decoder {
+            slot_names,
+            clock: BootClock::now(),
+            source,
+            ifnames: BTreeMap::new(),
+        }
+    }
+
+    /// Decode one ring-buffer record. `time_override` (ns since the epoch) replaces
+    /// the kernel timestamp, e.g. with a pcap packet's capture time.
+    pub fn decode(
+        &mut self,
+        data: &[u8],
+        time_override: Option<i128>,
+    ) -> Result<Event, DecodeError> {
+        let want = std::mem::size_of::<gw_http_event>();
+        if data.len() < want {
+            return Err(DecodeError::Size {
+                got: data.len(),
+                want,
+            });
+        }
+        // SAFETY: gw_http_event is a plain-old-data #[repr(C)] struct generated from the
+        // BPF object's BTF; any bit pattern is valid and the length was checked above.
+        let raw: gw_http_event =
+            unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<gw_http_event>()) };
+        let kind = match raw.hdr.kind {
+            EV_HTTP_REQUEST => EventKind::HttpRequest,
+            EV_HTTP_RESPONSE => EventKind::HttpResponse,
+            other => return Err(DecodeError::Kind(other)),
+        };
+        let time_ns = time_override.unwrap_or_else(|| self.clock.to_unix_ns(raw.hdr.ts_boot_ns));
+        let (src, dst) = endpoints(&raw.hdr);
+        let replay = self.source == CaptureSource::Replay;
+        let iface = if replay || raw.hdr.ifindex == 0 {
+            None
+        } else {
+            self.ifname(raw.hdr.ifindex)
+        };
+        Ok(Event {
+            kind,
+            time: format_time(time_ns),
+            source: if raw.hdr.source == 1 {
+                CaptureSource::Tls
+            } else {
+                self.source
+            },
+            iface,
+            ifindex: if replay { 0 } else { raw.hdr.ifindex },
+            direction: match (replay, raw.hdr.direction) {
+                (true, _) => Direction::Unknown,
+                (false, 0) => Direction::Ingress,
+                (false, 1) => Direction::Egress,
+                _ => Direction::Unknown,
+            },
+            src,
+            dst,
+            process: process(&raw.hdr),
+            http: Some(self.http(&raw)),
+            stats: None,
+        })
+    }
+
+    fn http(&self, raw: &gw_http_event) -> HttpInfo {
+        let mut headers = BTreeMap::new();
+        let mut truncated_headers = Vec::new();
+        for (slot, hv) in raw.hdrs.iter().enumerate() {
+            if hv.present == 0 {
+                continue;
+            }
+            let Some(name) = self.slot_names.get(slot) else {
+                continue;
+            };
+            let len = usize::from(hv.len).min(hv.value.len());
+            headers.insert(name.clone(), text(&hv.value[..len]));
+            if hv.truncated != 0 {
+                truncated_headers.push(name.clone());
+            }
+        }
+        let mut credentials = BTreeMap::new();
+        for (i, c) in raw.creds.iter().enumerate() {
+            if c.present == 0 {
+                continue;
+            }
+            let name = super::headers::CREDENTIAL_HEADERS[i.min(4)];
+            credentials.insert(
+                name.to_string(),
+                Credential {
+                    scheme: SCHEMES
+                        .get(usize::from(c.scheme))
+                        .copied()
+                        .unwrap_or("other")
+                        .to_string(),
+                    length: c.len,
+                    hash: format!("{:016x}", c.hash),
+                    hash_truncated: c.hash_truncated != 0,
+                },
+            );
+        }
+        let anomalies = ANOMALY_NAMES
+            .iter()
+            .filter(|(bit, _)| raw.anomalies & bit != 0)
+            .map(|(_, name)| name.to_string())
+            .collect();
+        let is_response = raw.is_response != 0;
+        let method_len = usize::from(raw.method_len).min(raw.method.len());
+        let path_len = usize::from(raw.path_len).min(raw.path.len());
+        HttpInfo {
+            method: (!is_response).then(|| text(&raw.method[..method_len])),
+            path: (!is_response).then(|| text(&raw.path[..path_len])),
+            path_truncated: raw.anomalies & (1 << 5) != 0,
+            version: match raw.version_minor {
+                0 => "HTTP/1.0".to_string(),
+                1 => "HTTP/1.1".to_string(),
+                _ => "invalid".to_string(),
+            },
+            status: is_response.then_some(raw.status),
+            headers,
+            truncated_headers,
+            header_count: raw.header_count,
+            header_bytes: raw.header_bytes,
+            content_length: (raw.content_length != u64::MAX).then_some(raw.content_length),
+            credentials,
+            anomalies,
+            segments: u32::from(raw.segments.max(1)),
+        }
+    }
+
+    fn ifname(&mut self, ifindex: u32) -> Option<String> {
+        self.ifnames
+            .entry(ifindex)
+            .or_insert_with(|| super::attach::ifname(ifindex))
+            .clone()
+    }
+}
+
+/// Bytes from the wire as text: valid UTF-8 stays, anything else is escaped
+/// (`\xNN`), so a hostile header can never produce invalid JSON or a terminal escape.
+fn text(bytes: &[i8]) -> String {
+    let bytes: Vec<u8> = bytes.iter().map(|b| *b as u8).collect();
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            if ch.is_control() {
+                out.push_str(&format!("\\x{:02x}", ch as u32));
+            } else {
+                out.push(ch);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+fn endpoints(h: &gw_event_hdr) -> (Option<Endpoint>, Option<Endpoint>) {
+    let addr = |a: &[u8; 16]| -> Option<IpAddr> {
+        match h.ip_version {
+            4 => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+            6 => Some(IpAddr::V6(Ipv6Addr::from(*a))),
+            _ => None,
+        }
+    };
+    (
+        addr(&h.saddr).map(|ip| Endpoint { ip, port: h.sport }),
+        addr(&h.daddr).map(|ip| Endpoint { ip, port: h.dport }),
+    )
+}
+
+fn process(h: &gw_event_hdr) -> Option<ProcessInfo> {
+    if h.has_process == 0 && h.cgroup_id == 0 {
+        return None;
+    }
+    let comm_len = h.comm.iter().position(|c| *c == 0).unwrap_or(h.comm.len());
+    Some(ProcessInfo {
+        pid: (h.has_process != 0).then_some(h.pid),
+        comm: (h.has_process != 0).then(|| text(&h.comm[..comm_len])),
+        cgroup_id: (h.cgroup_id != 0).then_some(h.cgroup_id),
+    })
+}
+
+/// RFC 3339 UTC with nanoseconds.
+pub fn format_time(unix_ns: i128) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(unix_ns)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_escapes_controls_and_invalid_utf8() {
+        let raw: Vec<i8> = b"a\x1b[31m\xffz".iter().map(|b| *b as i8).collect();
+        assert_eq!(text(&raw), "a\\x1b[31m\\xffz");
+    }
+
+    #[test]
+    fn short_record_is_an_error_not_a_panic() {
+        let mut d = Decoder::new(vec![], CaptureSource::Net);
+        assert!(matches!(
+            d.decode(&[0u8; 10], None),
+            Err(DecodeError::Size { .. })
+        ));
+    }
+
+    #[test]
+    fn time_formats_as_rfc3339() {
+        assert_eq!(
+            format_time(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123456789Z"
+        );
+    }
+}

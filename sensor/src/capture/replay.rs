@@ -1,0 +1,321 @@
+//! Offline replay: each frame of a pcap or pcapng file runs through the very
+//! same TC program with BPF_PROG_TEST_RUN, and the events it emits are read
+//! back from the ring buffer right after. Frames larger than test_run accepts
+//! are re-segmented into TCP segments, which the kernel parser joins again.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use libbpf_rs::{ProgramInput, RingBufferBuilder};
+use pcap_file::pcap::PcapReader;
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::{Block, PcapNgReader};
+use pcap_file::DataLink;
+use serde::Serialize;
+use thiserror::Error;
+
+use super::decode::Decoder;
+use super::Probe;
+use crate::events::{CaptureSource, Event};
+
+/// test_run copies at most about one page of packet data into its skb.
+const MAX_TEST_RUN_FRAME: usize = 3000;
+const SEGMENT_PAYLOAD: usize = 1400;
+
+#[derive(Debug, Error)]
+pub enum ReplayError {
+    #[error("{path}: not a pcap or pcapng file ({detail})")]
+    Format { path: String, detail: String },
+    #[error("{path}: packet #{packet}: {detail}")]
+    Packet {
+        path: String,
+        packet: u64,
+        detail: String,
+    },
+}
+
+/// What happened to the frames of one replay.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ReplayStats {
+    pub packets: u64,
+    pub events: u64,
+    pub skipped_link_type: u64,
+    pub skipped_short: u64,
+    pub resegmented: u64,
+    pub decode_errors: u64,
+}
+
+struct Frame {
+    ts_ns: i128,
+    data: Vec<u8>,
+}
+
+/// Convert a captured frame to Ethernet, which is what the TC program expects.
+fn to_ethernet(link: DataLink, data: &[u8]) -> Option<Vec<u8>> {
+    let eth = |proto: u16, payload: &[u8]| {
+        let mut v = Vec::with_capacity(payload.len() + 14);
+        v.extend_from_slice(&[0u8; 12]);
+        v.extend_from_slice(&proto.to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    };
+    let by_version = |payload: &[u8]| -> Option<Vec<u8>> {
+        match payload.first()? >> 4 {
+            4 => Some(eth(0x0800, payload)),
+            6 => Some(eth(0x86dd, payload)),
+            _ => None,
+        }
+    };
+    match link {
+        DataLink::ETHERNET => Some(data.to_vec()),
+        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => by_version(data),
+        // BSD loopback: 4-byte address family, then IP.
+        DataLink::NULL | DataLink::LOOP => by_version(data.get(4..)?),
+        // Linux cooked capture v1: 16-byte header, protocol at 14..16.
+        DataLink::LINUX_SLL => {
+            let proto = u16::from_be_bytes([*data.get(14)?, *data.get(15)?]);
+            Some(eth(proto, data.get(16..)?))
+        }
+        // v2: 20-byte header, protocol at 0..2.
+        DataLink::LINUX_SLL2 => {
+            let proto = u16::from_be_bytes([*data.first()?, *data.get(1)?]);
+            Some(eth(proto, data.get(20..)?))
+        }
+        _ => None,
+    }
+}
+
+/// Split an oversized TCP frame (GSO/GRO captures) into MSS-sized segments.
+fn resegment(frame: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut l3 = 14;
+    let mut proto = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    while proto == 0x8100 || proto == 0x88a8 {
+        proto = u16::from_be_bytes([*frame.get(l3 + 2)?, *frame.get(l3 + 3)?]);
+        l3 += 4;
+    }
+    let (l4, v6) = match proto {
+        0x0800 => {
+            let ihl = usize::from(frame.get(l3)? & 0x0f) * 4;
+            if *frame.get(l3 + 9)? != 6 || ihl < 20 {
+                return None;
+            }
+            (l3 + ihl, false)
+        }
+        0x86dd if *frame.get(l3 + 6)? == 6 => (l3 + 40, true),
+        _ => return None,
+    };
+    let doff = usize::from(frame.get(l4 + 12)? >> 4) * 4;
+    let payload_at = l4 + doff;
+    let payload = frame.get(payload_at..)?;
+    let seq = u32::from_be_bytes(frame.get(l4 + 4..l4 + 8)?.try_into().ok()?);
+    let mut out = Vec::new();
+    for (i, chunk) in payload.chunks(SEGMENT_PAYLOAD).enumerate() {
+        let mut seg = frame.get(..payload_at)?.to_vec();
+        seg.extend_from_slice(chunk);
+        let new_seq = seq.wrapping_add((i * SEGMENT_PAYLOAD) as u32);
+        seg[l4 + 4..l4 + 8].copy_from_slice(&new_seq.to_be_bytes());
+        if v6 {
+            let len = (seg.len() - l3 - 40) as u16;
+            seg[l3 + 4..l3 + 6].copy_from_slice(&len.to_be_bytes());
+        } else {
+            let len = (seg.len() - l3) as u16;
+            seg[l3 + 2..l3 + 4].copy_from_slice(&len.to_be_bytes());
+        }
+        out.push(seg);
+    }
+    Some(out)
+}
+
+fn tsresol_ns(opts: &[InterfaceDescriptionOption]) -> (u128, u128) {
+    // (multiplier, divisor) turning raw timestamp units into ns; default is µs.
+    for o in opts {
+        if let InterfaceDescriptionOption::IfTsResol(r) = o {
+            let r = *r;
+            if r & 0x80 == 0 {
+                let exp = u32::from(r);
+                return if exp <= 9 {
+                    (10u128.pow(9 - exp), 1)
+                } else {
+                    (1, 10u128.pow((exp - 9).min(30)))
+                };
+            }
+            let exp = u32::from(r & 0x7f).min(100);
+            return (1_000_000_000, 1u128 << exp.min(127));
+        }
+    }
+    (1000, 1)
+}
+
+/// Read every frame, failing with the packet number on a broken file.
+fn read_frames(path: &Path, stats: &mut ReplayStats) -> Result<Vec<Frame>, ReplayError> {
+    let name = path.display().to_string();
+    let file = File::open(path).map_err(|e| ReplayError::Format {
+        path: name.clone(),
+        detail: e.to_string(),
+    })?;
+    let mut magic = [0u8; 4];
+    let mut reader = BufReader::new(file);
+    reader
+        .read_exact(&mut magic)
+        .map_err(|e| ReplayError::Format {
+            path: name.clone(),
+            detail: format!("cannot read magic number: {e}"),
+        })?;
+    let file = File::open(path).map_err(|e| ReplayError::Format {
+        path: name.clone(),
+        detail: e.to_string(),
+    })?;
+    let reader = BufReader::new(file);
+    let mut frames = Vec::new();
+    let mut n = 0u64;
+    let push = |frames: &mut Vec<Frame>, stats: &mut ReplayStats, link, ts_ns, data: &[u8]| {
+        match to_ethernet(link, data) {
+            Some(eth) if eth.len() >= 14 => frames.push(Frame { ts_ns, data: eth }),
+            Some(_) => stats.skipped_short += 1,
+            None => stats.skipped_link_type += 1,
+        }
+    };
+    if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
+        let mut r = PcapNgReader::new(reader).map_err(|e| ReplayError::Format {
+            path: name.clone(),
+            detail: e.to_string(),
+        })?;
+        while let Some(block) = r.next_block() {
+            let block = block.map_err(|e| ReplayError::Packet {
+                path: name.clone(),
+                packet: n + 1,
+                detail: format!("truncated or corrupt block: {e}"),
+            })?;
+            let (iface, ts_raw, data) = match block {
+                Block::EnhancedPacket(epb) => (
+                    epb.interface_id,
+                    epb.timestamp.as_nanos(),
+                    epb.data.into_owned(),
+                ),
+                Block::SimplePacket(spb) => (0, 0, spb.data.into_owned()),
+                _ => continue,
+            };
+            n += 1;
+            let idb = r
+                .interfaces()
+                .get(iface as usize)
+                .ok_or_else(|| ReplayError::Packet {
+                    path: name.clone(),
+                    packet: n,
+                    detail: format!("refers to interface {iface}, which the file never describes"),
+                })?;
+            let (mul, div) = tsresol_ns(&idb.options);
+            let ts_ns = (ts_raw.saturating_mul(mul) / div) as i128;
+            push(&mut frames, stats, idb.linktype, ts_ns, &data);
+        }
+    } else {
+        let mut r = PcapReader::new(reader).map_err(|e| ReplayError::Format {
+            path: name.clone(),
+            detail: e.to_string(),
+        })?;
+        let link = r.header().datalink;
+        while let Some(pkt) = r.next_packet() {
+            n += 1;
+            let pkt = pkt.map_err(|e| ReplayError::Packet {
+                path: name.clone(),
+                packet: n,
+                detail: format!("truncated or corrupt record: {e}"),
+            })?;
+            push(
+                &mut frames,
+                stats,
+                link,
+                pkt.timestamp.as_nanos() as i128,
+                &pkt.data,
+            );
+        }
+    }
+    stats.packets = n;
+    Ok(frames)
+}
+
+/// Replay `path` through the loaded program; `emit` gets each event in order.
+pub fn replay(
+    probe: &Probe,
+    path: &Path,
+    mut emit: impl FnMut(Event) -> Result<()>,
+) -> Result<ReplayStats> {
+    let mut stats = ReplayStats::default();
+    let frames = read_frames(path, &mut stats)?;
+    let records: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let sink = Rc::clone(&records);
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(&probe.skel.maps.gw_events, move |data: &[u8]| {
+            sink.borrow_mut().push(data.to_vec());
+            0
+        })
+        .context("opening ring buffer")?;
+    let ring = builder.build().context("opening ring buffer")?;
+    let mut decoder = Decoder::new(probe.table.slot_names.clone(), CaptureSource::Replay);
+    let prog = &probe.skel.progs.gw_tc_ingress;
+
+    for (i, frame) in frames.iter().enumerate() {
+        let pieces = if frame.data.len() > MAX_TEST_RUN_FRAME {
+            stats.resegmented += 1;
+            match resegment(&frame.data) {
+                Some(p) => p,
+                None => {
+                    stats.skipped_short += 1;
+                    continue;
+                }
+            }
+        } else {
+            vec![frame.data.clone()]
+        };
+        for piece in pieces.iter().filter(|p| p.len() <= MAX_TEST_RUN_FRAME) {
+            let mut input = ProgramInput::default();
+            input.data_in = Some(piece);
+            prog.test_run(input).with_context(|| {
+                format!("{}: packet #{}: BPF_PROG_TEST_RUN", path.display(), i + 1)
+            })?;
+        }
+        ring.consume().context("reading ring buffer")?;
+        for rec in records.borrow_mut().drain(..) {
+            match decoder.decode(&rec, Some(frame.ts_ns)) {
+                Ok(ev) => {
+                    stats.events += 1;
+                    emit(ev)?;
+                }
+                Err(e) => {
+                    stats.decode_errors += 1;
+                    tracing::warn!("undecodable event after packet #{}: {e}", i + 1);
+                }
+            }
+        }
+    }
+    let _ = ring.poll(Duration::ZERO);
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sll2_becomes_ethernet() {
+        let mut f = vec![0x08, 0x00];
+        f.extend_from_slice(&[0u8; 18]);
+        f.extend_from_slice(&[0x45, 0, 0, 20]);
+        let e = to_ethernet(DataLink::LINUX_SLL2, &f).unwrap();
+        assert_eq!(&e[12..14], &[0x08, 0x00]);
+        assert_eq!(e[14], 0x45);
+    }
+
+    #[test]
+    fn garbage_link_is_none_not_panic() {
+        assert!(to_ethernet(DataLink::LINUX_SLL, &[1, 2, 3]).is_none());
+        assert!(to_ethernet(DataLink::RAW, &[]).is_none());
+        assert!(resegment(&[0u8; 5]).is_none());
+    }
+}

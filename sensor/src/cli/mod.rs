@@ -1,0 +1,83 @@
+//! Command line: `gatewatch run | replay | rules | audit`.
+
+pub mod pipeline;
+pub mod replay;
+pub mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::sinks::OutputSpec;
+
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("GATEWATCH_GIT_COMMIT"),
+    ")"
+);
+
+#[derive(Debug, Parser)]
+#[command(name = "gatewatch", version = VERSION, about = "eBPF security sensor for HTTP API, AI-gateway and MCP traffic")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to interfaces and stream events and alerts until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Run a pcap/pcapng through the same kernel program, offline.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Config file (TOML). Without it, the embedded default.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Interface to attach to (repeatable); replaces sensor.interfaces.
+    #[arg(long = "iface")]
+    pub ifaces: Vec<String>,
+    /// stdout, jsonl:PATH or kafka:BROKER[,BROKER]/TOPIC (repeatable); replaces the config's outputs.
+    #[arg(long = "output")]
+    pub outputs: Vec<OutputSpec>,
+    /// Validate the config (and rules) and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The capture to replay (pcap or pcapng; Ethernet, Linux cooked, raw IP).
+    #[arg(long)]
+    pub pcap: PathBuf,
+    /// Config file (TOML) for capture settings. Without it, the embedded default.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// stdout, jsonl:PATH (repeatable). Default: stdout.
+    #[arg(long = "output")]
+    pub outputs: Vec<OutputSpec>,
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,112 @@
+//! The sensor's configuration: one TOML file, every section validated, every
+//! error naming the file and the key. With no file, the embedded default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::capture::CaptureConfig;
+use crate::sinks::OutputConfig;
+
+/// The embedded default, identical to packaging/gatewatch.toml.
+pub const DEFAULT_CONFIG: &str = include_str!("../../packaging/gatewatch.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub sensor: SensorSection,
+    #[serde(default)]
+    pub capture: CaptureConfig,
+    #[serde(default, rename = "output")]
+    pub outputs: Vec<OutputConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SensorSection {
+    /// Interfaces to attach to.
+    pub interfaces: Vec<String>,
+    /// Where the sensor keeps its files (JSONL output, spool, audit trail).
+    pub state_dir: PathBuf,
+    /// Identifies this sensor in alerts; default: the host name.
+    pub sensor_id: Option<String>,
+    /// Seconds between `sensor_stats` events (also sent at once when drops happen).
+    pub stats_interval_secs: u64,
+    /// Capacity of the channel from capture to the pipeline, in events.
+    pub queue_capacity: usize,
+}
+
+impl Default for SensorSection {
+    fn default() -> Self {
+        SensorSection {
+            interfaces: vec!["lo".into()],
+            state_dir: PathBuf::from("/var/lib/gatewatch"),
+            sensor_id: None,
+            stats_interval_secs: 60,
+            queue_capacity: 65536,
+        }
+    }
+}
+
+impl Config {
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        let mut cfg: Config = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+        cfg.capture.validate().with_context(|| origin.to_string())?;
+        if cfg.sensor.queue_capacity == 0 {
+            anyhow::bail!("{origin}: sensor.queue_capacity must be at least 1");
+        }
+        if cfg.sensor.stats_interval_secs == 0 {
+            anyhow::bail!("{origin}: sensor.stats_interval_secs must be at least 1");
+        }
+        // `{state_dir}` in an output path is the configured state directory.
+        let state = cfg.sensor.state_dir.display().to_string();
+        for out in &mut cfg.outputs {
+            if let crate::sinks::OutputSpec::Jsonl(p) = &mut out.spec {
+                *p = PathBuf::from(p.display().to_string().replace("{state_dir}", &state));
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        match path {
+            None => Config::parse(DEFAULT_CONFIG, "embedded default config"),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?;
+                Config::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.sensor.interfaces, vec!["lo".to_string()]);
+        assert_eq!(c.outputs.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let e = Config::parse("[capture]\nheadrs = []\n", "/etc/gw.toml").unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("/etc/gw.toml"), "{msg}");
+        assert!(msg.contains("headrs"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_and_bad_values_are_errors() {
+        assert!(Config::parse("[capture]\nparse_window = \"big\"\n", "f").is_err());
+        let e = Config::parse("[capture]\nheaders = [\"cookie\"]\n", "f").unwrap_err();
+        assert!(format!("{e:#}").contains("capture.headers"));
+        assert!(Config::parse("[[output]]\nspec = \"syslog\"\n", "f").is_err());
+    }
+}
