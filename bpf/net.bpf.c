@@ -313,7 +313,7 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 	__u32 zero = 0, pos = 0;
 	struct gw_work *w, *saved;
 	struct gw_chunk *ch;
-	int resumed = 0, msg;
+	int resumed = 0, msg, crlf_skips = 0;
 
 	w = bpf_map_lookup_elem(&gw_scratch, &zero);
 	ch = bpf_map_lookup_elem(&gw_chunks, &zero);
@@ -362,6 +362,14 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			avail = ((avail - 1) & 7) + 1;
 			if (bpf_skb_load_bytes(skb, p->poff + pos, &start, avail) < 0)
 				return;
+			/* RFC 9112 2.2: empty lines before a request line are ignored, so a
+			 * CRLF between pipelined messages must not hide the next one. */
+			if ((start & 0xffff) == GW_C8('\r', '\n', 0, 0, 0, 0, 0, 0) && crlf_skips < 2) {
+				crlf_skips++;
+				pos += 2;
+				msg--;
+				continue;
+			}
 			kind = gw_http_start_kind(start);
 			if (!kind)
 				return;

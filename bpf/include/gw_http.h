@@ -339,14 +339,14 @@ static __always_inline int gw_http_step(struct gw_work *w, __u8 b)
 	struct gw_parse_state *ps = &w->ps;
 	struct gw_http_event *ev = &w->ev;
 
-	ps->bytes++;
-	if (ps->bytes > gw_parse_window) {
+	if (ps->bytes >= gw_parse_window) {
 		if (ps->state == GW_S_VALUE)
 			gw_header_value_done(w, 1);
 		ev->anomalies |= GW_AN_TRUNCATED;
 		ps->state = GW_S_ABORT;
 		return 1;
 	}
+	ps->bytes++;
 
 	switch (ps->state) {
 	case GW_S_METHOD:

@@ -298,6 +298,52 @@ pub fn replay(
     Ok(stats)
 }
 
+/// Run Ethernet frames through the program and return the events they produce,
+/// in order. Used by tests and benchmarks; frames must fit test_run's limit.
+pub fn run_frames(probe: &Probe, frames: &[Vec<u8>]) -> Result<Vec<Event>> {
+    let records: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let sink = Rc::clone(&records);
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(&probe.skel.maps.gw_events, move |data: &[u8]| {
+            sink.borrow_mut().push(data.to_vec());
+            0
+        })
+        .context("opening ring buffer")?;
+    let ring = builder.build().context("opening ring buffer")?;
+    let mut decoder = Decoder::new(probe.table.slot_names.clone(), CaptureSource::Replay);
+    let mut events = Vec::new();
+    for (i, frame) in frames.iter().enumerate() {
+        let mut input = ProgramInput::default();
+        input.data_in = Some(frame);
+        probe
+            .skel
+            .progs
+            .gw_tc_ingress
+            .test_run(input)
+            .with_context(|| format!("frame #{}: BPF_PROG_TEST_RUN", i + 1))?;
+        ring.consume().context("reading ring buffer")?;
+        for rec in records.borrow_mut().drain(..) {
+            events.push(decoder.decode(&rec, Some(0))?);
+        }
+    }
+    Ok(events)
+}
+
+/// Time the program on one frame with test_run's repeat: average ns per run.
+pub fn time_frame(probe: &Probe, frame: &[u8], repeat: u32) -> Result<u128> {
+    let mut input = ProgramInput::default();
+    input.data_in = Some(frame);
+    input.repeat = repeat;
+    let out = probe
+        .skel
+        .progs
+        .gw_tc_ingress
+        .test_run(input)
+        .context("BPF_PROG_TEST_RUN")?;
+    Ok(out.duration.as_nanos())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,250 @@
+//! The kernel HTTP parser, exercised through BPF_PROG_TEST_RUN on the real
+//! program loaded into this kernel (root only; skipped otherwise).
+
+mod common;
+
+use std::hash::Hasher;
+
+use gatewatch::capture::replay::run_frames;
+use gatewatch::capture::{CaptureConfig, Probe};
+use gatewatch::events::{Event, EventKind};
+use libbpf_rs::{MapCore, MapFlags};
+
+use common::{v4, v4_vlan, v6, Flow, FLOW};
+
+fn probe() -> Probe {
+    Probe::load(&CaptureConfig::default()).expect("loading BPF programs")
+}
+
+fn http(ev: &Event) -> &gatewatch::events::HttpInfo {
+    ev.http.as_ref().expect("http block")
+}
+
+#[test]
+fn get_with_headers_and_bearer_hash_matches_reference_siphash() {
+    require_root!();
+    let p = probe();
+    let token = "Bearer abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+    let req = format!(
+        "GET /api/v1/items?id=7 HTTP/1.1\r\nHost: api.example\r\nUser-Agent: t/1\r\nAuthorization: {token}\r\nX-Request-Id: rid-1\r\n\r\n"
+    );
+    let evs = run_frames(&p, &[v4(&FLOW, 1000, req.as_bytes())]).unwrap();
+    assert_eq!(evs.len(), 1);
+    let h = http(&evs[0]);
+    assert_eq!(evs[0].kind, EventKind::HttpRequest);
+    assert_eq!(h.method.as_deref(), Some("GET"));
+    assert_eq!(h.path.as_deref(), Some("/api/v1/items?id=7"));
+    assert_eq!(h.version, "HTTP/1.1");
+    assert_eq!(h.headers["host"], "api.example");
+    assert_eq!(h.headers["x-request-id"], "rid-1");
+    assert_eq!(h.header_count, 4);
+    assert_eq!(h.header_bytes as usize, req.len());
+    let cred = &h.credentials["authorization"];
+    assert_eq!(cred.scheme, "bearer");
+    assert_eq!(cred.length as usize, token.len());
+
+    // The kernel's hash is SipHash-2-4 of the value under the run's key.
+    let key = p
+        .skel
+        .maps
+        .gw_hash_key
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .unwrap()
+        .unwrap();
+    let k0 = u64::from_le_bytes(key[..8].try_into().unwrap());
+    let k1 = u64::from_le_bytes(key[8..16].try_into().unwrap());
+    let mut s = siphasher::sip::SipHasher24::new_with_keys(k0, k1);
+    s.write(token.as_bytes());
+    assert_eq!(cred.hash, format!("{:016x}", s.finish()));
+    let json = serde_json::to_string(&evs[0]).unwrap();
+    assert!(!json.contains("abcdefghijklmnop"), "raw token leaked: {json}");
+}
+
+#[test]
+fn the_hash_key_cannot_be_changed_after_load() {
+    require_root!();
+    let p = probe();
+    let r = p
+        .skel
+        .maps
+        .gw_hash_key
+        .update(&0u32.to_ne_bytes(), &[0u8; 16], MapFlags::ANY);
+    assert!(r.is_err(), "frozen key map accepted a write");
+}
+
+#[test]
+fn response_status_and_session_header() {
+    require_root!();
+    let p = probe();
+    let resp = b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nMcp-Session-Id: 1868a90c\r\nContent-Length: 2\r\nSet-Cookie: sid=SECRETCOOKIE\r\n\r\n{}";
+    let evs = run_frames(&p, &[v4(&FLOW, 1, resp)]).unwrap();
+    assert_eq!(evs.len(), 1);
+    let h = http(&evs[0]);
+    assert_eq!(evs[0].kind, EventKind::HttpResponse);
+    assert_eq!(h.status, Some(201));
+    assert_eq!(h.headers["mcp-session-id"], "1868a90c");
+    assert_eq!(h.content_length, Some(2));
+    assert!(h.credentials.contains_key("set-cookie"));
+    assert!(!serde_json::to_string(&evs[0]).unwrap().contains("SECRETCOOKIE"));
+}
+
+#[test]
+fn pipelined_requests_with_body_in_one_segment() {
+    require_root!();
+    let p = probe();
+    let payload = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nPOST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nGET /x HTTP\r\nDELETE /c HTTP/1.1\r\nHost: h\r\n\r\n";
+    let evs = run_frames(&p, &[v4(&FLOW, 1, payload)]).unwrap();
+    let paths: Vec<_> = evs.iter().map(|e| http(e).path.clone().unwrap()).collect();
+    // The body "GET /x HTTP" is skipped by Content-Length, never parsed as a request;
+    // the stray CRLF after it is ignored as RFC 9112 2.2 asks of servers.
+    assert_eq!(paths, vec!["/a", "/b", "/c"]);
+}
+
+#[test]
+fn header_block_split_across_segments_is_joined() {
+    require_root!();
+    let p = probe();
+    let req = b"GET /split HTTP/1.1\r\nHost: split.example\r\nUser-Agent: seg-agent\r\nAuthorization: Basic dXNlcjpwYXNz\r\n\r\n";
+    let cut = 40; // inside "User-Agent"
+    let frames = [v4(&FLOW, 5000, &req[..cut]), v4(&FLOW, 5000 + cut as u32, &req[cut..])];
+    let evs = run_frames(&p, &frames).unwrap();
+    assert_eq!(evs.len(), 1);
+    let h = http(&evs[0]);
+    assert_eq!(h.segments, 2);
+    assert_eq!(h.headers["user-agent"], "seg-agent");
+    assert_eq!(h.credentials["authorization"].scheme, "basic");
+    assert!(h.anomalies.is_empty(), "{:?}", h.anomalies);
+
+    // Same bytes, one segment: same hash (hashing is streaming, not per segment).
+    let one = run_frames(&p, &[v4(&FLOW, 9000, req)]).unwrap();
+    assert_eq!(
+        http(&one[0]).credentials["authorization"].hash,
+        h.credentials["authorization"].hash
+    );
+}
+
+#[test]
+fn a_missing_segment_is_flagged_never_guessed() {
+    require_root!();
+    let p = probe();
+    let req = b"GET /gap HTTP/1.1\r\nHost: gap.example\r\nUser-Agent: x\r\n\r\n";
+    let frames = [v4(&FLOW, 100, &req[..20]), v4(&FLOW, 100 + 30, &req[30..])];
+    let evs = run_frames(&p, &frames).unwrap();
+    assert_eq!(evs.len(), 1);
+    let an = &http(&evs[0]).anomalies;
+    assert!(an.contains(&"out_of_order".to_string()), "{an:?}");
+    assert!(an.contains(&"truncated".to_string()), "{an:?}");
+}
+
+#[test]
+fn smuggling_and_injection_anomalies() {
+    require_root!();
+    let p = probe();
+    let cases: &[(&[u8], &str)] = &[
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", "cl_and_te"),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n", "duplicate_content_length"),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length : 4\r\n\r\n", "malformed_header_line"),
+        (b"GET / HTTP/1.1\nHost: h\n\n", "bare_lf"),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n", "crlf_in_value"),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n b\r\n\r\n", "obs_fold"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "duplicate_host"),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1x\r\n\r\n", "invalid_content_length"),
+        (b"GET /\xff HTTP/1.1\r\nHost: h\r\n\r\n", "non_ascii"),
+        (b"GET / HTTP/9.9\r\nHost: h\r\n\r\n", "malformed_start_line"),
+    ];
+    for (i, (req, want)) in cases.iter().enumerate() {
+        let flow = Flow {
+            sport: 41000 + i as u16,
+            ..FLOW
+        };
+        let evs = run_frames(&p, &[v4(&flow, 1, req)]).unwrap();
+        assert_eq!(evs.len(), 1, "case {want}");
+        let an = &http(&evs[0]).anomalies;
+        assert!(an.iter().any(|a| a == want), "case {want}: got {an:?}");
+    }
+}
+
+#[test]
+fn long_values_and_paths_are_bounded_and_flagged() {
+    require_root!();
+    let p = probe();
+    let path = format!("/{}", "p".repeat(400));
+    let ua = "u".repeat(300);
+    let req = format!("GET {path} HTTP/1.1\r\nHost: h\r\nUser-Agent: {ua}\r\n\r\n");
+    let evs = run_frames(&p, &[v4(&FLOW, 1, req.as_bytes())]).unwrap();
+    let h = http(&evs[0]);
+    assert!(h.path_truncated);
+    assert_eq!(h.path.as_ref().unwrap().len(), 256);
+    assert_eq!(h.headers["user-agent"].len(), 128);
+    assert_eq!(h.truncated_headers, vec!["user-agent".to_string()]);
+}
+
+#[test]
+fn vlan_and_ipv6() {
+    require_root!();
+    let p = probe();
+    let req = b"GET /v HTTP/1.1\r\nHost: v\r\n\r\n";
+    let evs = run_frames(&p, &[v4_vlan(&FLOW, 1, req, Some(42))]).unwrap();
+    assert_eq!(http(&evs[0]).path.as_deref(), Some("/v"));
+
+    let mut a = [0u8; 16];
+    a[0] = 0xfd;
+    a[15] = 1;
+    let mut b = a;
+    b[15] = 2;
+    let evs = run_frames(&p, &[v6(a, b, 5555, 80, 1, b"GET /six HTTP/1.1\r\nHost: [fd00::2]\r\n\r\n")]).unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].src.as_ref().unwrap().ip.to_string(), "fd00::1");
+    assert_eq!(http(&evs[0]).path.as_deref(), Some("/six"));
+}
+
+#[test]
+fn garbage_never_produces_events_or_errors() {
+    require_root!();
+    let p = probe();
+    let mut frames = Vec::new();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for len in [0usize, 1, 13, 14, 20, 33, 54, 60, 200, 1500, 2900] {
+        let mut f = Vec::with_capacity(len);
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            f.push(x as u8);
+        }
+        if f.len() >= 14 {
+            frames.push(f);
+        }
+    }
+    // Truncated TCP header, non-HTTP payload, request line without CRLF.
+    let mut t = v4(&FLOW, 1, b"");
+    t.truncate(40);
+    frames.push(t);
+    frames.push(v4(&FLOW, 1, &[0x16, 0x03, 0x01, 0x00, 0xa5, 0x01]));
+    frames.push(v4(&Flow { sport: 1, ..FLOW }, 1, b"GET /never-ends HTTP/1.1"));
+    let evs = run_frames(&p, &frames).unwrap();
+    assert!(evs.is_empty(), "{evs:?}");
+    let c = p.counters().unwrap();
+    assert!(c.get("packets_seen") >= frames.len() as u64);
+    assert!(c.get("short_headers") + c.get("non_ip") >= 1);
+    assert_eq!(c.get("flow_saved"), 1, "the unfinished request line waits for more bytes");
+}
+
+#[test]
+fn window_overflow_is_truncated_not_misparsed() {
+    require_root!();
+    let mut cfg = CaptureConfig::default();
+    cfg.parse_window = 1024;
+    let p = Probe::load(&cfg).unwrap();
+    let mut req = String::from("GET /big HTTP/1.1\r\nHost: big\r\n");
+    for i in 0..40 {
+        req.push_str(&format!("X-Pad-{i}: {}\r\n", "a".repeat(60)));
+    }
+    req.push_str("\r\nGET /after HTTP/1.1\r\n\r\n");
+    let evs = run_frames(&p, &[v4(&FLOW, 1, req.as_bytes())]).unwrap();
+    assert_eq!(evs.len(), 1, "nothing after a truncated block is parsed");
+    let h = http(&evs[0]);
+    assert!(h.anomalies.contains(&"truncated".to_string()));
+    assert_eq!(h.header_bytes, 1024);
+    assert_eq!(p.counters().unwrap().get("truncated"), 1);
+}
