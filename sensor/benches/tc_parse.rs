@@ -46,9 +46,22 @@ fn main() {
         "Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c\r\n",
     );
     let cases: [(&str, Vec<u8>); 3] = [
-        ("non-HTTP TCP (TLS record)", common::v4(&flow, 1, &[0x17, 0x03, 0x03, 0x00, 0x40, 0xaa, 0xbb, 0xcc, 0xdd, 0xee])),
-        ("GET with 12 headers", common::v4(&flow, 1, get12.as_bytes())),
-        ("GET with Authorization (JWT)", common::v4(&flow, 1, auth.as_bytes())),
+        (
+            "non-HTTP TCP (TLS record)",
+            common::v4(
+                &flow,
+                1,
+                &[0x17, 0x03, 0x03, 0x00, 0x40, 0xaa, 0xbb, 0xcc, 0xdd, 0xee],
+            ),
+        ),
+        (
+            "GET with 12 headers",
+            common::v4(&flow, 1, get12.as_bytes()),
+        ),
+        (
+            "GET with Authorization (JWT)",
+            common::v4(&flow, 1, auth.as_bytes()),
+        ),
     ];
     let repeat = 200_000;
     println!("{:<32} {:>8} {:>12}", "packet", "bytes", "ns/packet");
@@ -61,5 +74,8 @@ fn main() {
         println!("{name:<32} {:>8} {best:>12}", frame.len());
     }
     let c = probe.counters().unwrap_or_default();
-    println!("ring buffer drops during the bench: {}", c.get("ringbuf_drops"));
+    println!(
+        "ring buffer drops during the bench: {}",
+        c.get("ringbuf_drops")
+    );
 }

@@ -57,7 +57,10 @@ fn get_with_headers_and_bearer_hash_matches_reference_siphash() {
     s.write(token.as_bytes());
     assert_eq!(cred.hash, format!("{:016x}", s.finish()));
     let json = serde_json::to_string(&evs[0]).unwrap();
-    assert!(!json.contains("abcdefghijklmnop"), "raw token leaked: {json}");
+    assert!(
+        !json.contains("abcdefghijklmnop"),
+        "raw token leaked: {json}"
+    );
 }
 
 #[test]
@@ -85,7 +88,9 @@ fn response_status_and_session_header() {
     assert_eq!(h.headers["mcp-session-id"], "1868a90c");
     assert_eq!(h.content_length, Some(2));
     assert!(h.credentials.contains_key("set-cookie"));
-    assert!(!serde_json::to_string(&evs[0]).unwrap().contains("SECRETCOOKIE"));
+    assert!(!serde_json::to_string(&evs[0])
+        .unwrap()
+        .contains("SECRETCOOKIE"));
 }
 
 #[test]
@@ -106,7 +111,10 @@ fn header_block_split_across_segments_is_joined() {
     let p = probe();
     let req = b"GET /split HTTP/1.1\r\nHost: split.example\r\nUser-Agent: seg-agent\r\nAuthorization: Basic dXNlcjpwYXNz\r\n\r\n";
     let cut = 40; // inside "User-Agent"
-    let frames = [v4(&FLOW, 5000, &req[..cut]), v4(&FLOW, 5000 + cut as u32, &req[cut..])];
+    let frames = [
+        v4(&FLOW, 5000, &req[..cut]),
+        v4(&FLOW, 5000 + cut as u32, &req[cut..]),
+    ];
     let evs = run_frames(&p, &frames).unwrap();
     assert_eq!(evs.len(), 1);
     let h = http(&evs[0]);
@@ -192,7 +200,18 @@ fn vlan_and_ipv6() {
     a[15] = 1;
     let mut b = a;
     b[15] = 2;
-    let evs = run_frames(&p, &[v6(a, b, 5555, 80, 1, b"GET /six HTTP/1.1\r\nHost: [fd00::2]\r\n\r\n")]).unwrap();
+    let evs = run_frames(
+        &p,
+        &[v6(
+            a,
+            b,
+            5555,
+            80,
+            1,
+            b"GET /six HTTP/1.1\r\nHost: [fd00::2]\r\n\r\n",
+        )],
+    )
+    .unwrap();
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0].src.as_ref().unwrap().ip.to_string(), "fd00::1");
     assert_eq!(http(&evs[0]).path.as_deref(), Some("/six"));
@@ -221,20 +240,30 @@ fn garbage_never_produces_events_or_errors() {
     t.truncate(40);
     frames.push(t);
     frames.push(v4(&FLOW, 1, &[0x16, 0x03, 0x01, 0x00, 0xa5, 0x01]));
-    frames.push(v4(&Flow { sport: 1, ..FLOW }, 1, b"GET /never-ends HTTP/1.1"));
+    frames.push(v4(
+        &Flow { sport: 1, ..FLOW },
+        1,
+        b"GET /never-ends HTTP/1.1",
+    ));
     let evs = run_frames(&p, &frames).unwrap();
     assert!(evs.is_empty(), "{evs:?}");
     let c = p.counters().unwrap();
     assert!(c.get("packets_seen") >= frames.len() as u64);
     assert!(c.get("short_headers") + c.get("non_ip") >= 1);
-    assert_eq!(c.get("flow_saved"), 1, "the unfinished request line waits for more bytes");
+    assert_eq!(
+        c.get("flow_saved"),
+        1,
+        "the unfinished request line waits for more bytes"
+    );
 }
 
 #[test]
 fn window_overflow_is_truncated_not_misparsed() {
     require_root!();
-    let mut cfg = CaptureConfig::default();
-    cfg.parse_window = 1024;
+    let cfg = CaptureConfig {
+        parse_window: 1024,
+        ..Default::default()
+    };
     let p = Probe::load(&cfg).unwrap();
     let mut req = String::from("GET /big HTTP/1.1\r\nHost: big\r\n");
     for i in 0..40 {

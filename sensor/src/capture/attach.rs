@@ -107,7 +107,7 @@ fn attach_tcx(prog: &Program, ifindex: u32, egress: bool) -> Result<Link> {
     let ptr = unsafe {
         libbpf_sys::bpf_program__attach_tcx(prog.as_libbpf_object().as_ptr(), ifindex as i32, &opts)
     };
-    let ptr = NonNull::new(ptr).ok_or_else(|| std::io::Error::last_os_error())?;
+    let ptr = NonNull::new(ptr).ok_or_else(std::io::Error::last_os_error)?;
     // SAFETY: ptr is a freshly created link we now own.
     Ok(unsafe { Link::from_ptr(ptr) })
 }

@@ -274,8 +274,10 @@ pub fn replay(
             vec![frame.data.clone()]
         };
         for piece in pieces.iter().filter(|p| p.len() <= MAX_TEST_RUN_FRAME) {
-            let mut input = ProgramInput::default();
-            input.data_in = Some(piece);
+            let input = ProgramInput {
+                data_in: Some(piece),
+                ..Default::default()
+            };
             prog.test_run(input).with_context(|| {
                 format!("{}: packet #{}: BPF_PROG_TEST_RUN", path.display(), i + 1)
             })?;
@@ -314,8 +316,10 @@ pub fn run_frames(probe: &Probe, frames: &[Vec<u8>]) -> Result<Vec<Event>> {
     let mut decoder = Decoder::new(probe.table.slot_names.clone(), CaptureSource::Replay);
     let mut events = Vec::new();
     for (i, frame) in frames.iter().enumerate() {
-        let mut input = ProgramInput::default();
-        input.data_in = Some(frame);
+        let input = ProgramInput {
+            data_in: Some(frame),
+            ..Default::default()
+        };
         probe
             .skel
             .progs
@@ -332,9 +336,11 @@ pub fn run_frames(probe: &Probe, frames: &[Vec<u8>]) -> Result<Vec<Event>> {
 
 /// Time the program on one frame with test_run's repeat: average ns per run.
 pub fn time_frame(probe: &Probe, frame: &[u8], repeat: u32) -> Result<u128> {
-    let mut input = ProgramInput::default();
-    input.data_in = Some(frame);
-    input.repeat = repeat;
+    let input = ProgramInput {
+        data_in: Some(frame),
+        repeat,
+        ..Default::default()
+    };
     let out = probe
         .skel
         .progs

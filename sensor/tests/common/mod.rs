@@ -66,7 +66,14 @@ pub fn v4_vlan(flow: &Flow, seq: u32, payload: &[u8], vlan: Option<u16>) -> Vec<
 }
 
 /// Ethernet + IPv6 + TCP frame.
-pub fn v6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+pub fn v6(
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     let seg = tcp(sport, dport, seq, payload);
     let mut f = vec![0u8; 12];
     f.extend_from_slice(&[0x86, 0xdd]);

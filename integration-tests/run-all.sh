@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Every test of the project: installs what the tests need, then runs the unit
+# tests, the kernel tests (BPF_PROG_TEST_RUN, as root), the rule pack's
+# fixtures, and the end-to-end suite with network namespaces and real clients.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+packaging/install-deps.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== build"
+cargo build --locked
+echo "== unit and kernel tests (cargo test)"
+cargo test --workspace --locked
+if [ -d rules ] && ls rules/*.rhai >/dev/null 2>&1; then
+  echo "== rule pack fixtures (gatewatch rules test rules/)"
+  target/debug/gatewatch rules test rules/
+fi
+echo "== end-to-end tests (network namespaces, curl, tshark)"
+GATEWATCH_BIN="$PWD/target/debug/gatewatch" integration-tests/run.sh
