@@ -33,6 +33,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        # Lets a test make the response carry a Set-Cookie of its choosing.
+        set_cookie = self.headers.get("X-Gwt-Set-Cookie")
+        if set_cookie:
+            self.send_header("Set-Cookie", set_cookie)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)

@@ -181,6 +181,46 @@ def test_header_block_split_across_two_segments(topo, sensor):
     assert h["anomalies"] == []
 
 
+SHORT_FIRST_SEGMENT_BUG = pytest.mark.xfail(strict=True, reason=(
+    "SENSOR BUG: a request is recognised only when its first TCP segment holds the "
+    "whole method and the space after it (bpf/net.bpf.c needs >= 4 bytes and "
+    "gw_http_start_kind matches 'GET ', 'POST ', ...); a client that sends 'G' or "
+    "'GE' or 'POST' first (TCP_NODELAY) gets no http_request event at all: the "
+    "request, its headers and its credentials are invisible to the sensor"))
+
+SPLIT_CASES = [
+    # (method, cut offset in the request, expected to work today)
+    pytest.param("GET", 4, id="GET-after-method"),
+    pytest.param("GET", 9, id="GET-in-path"),
+    pytest.param("GET", -14, id="GET-in-version"),
+    pytest.param("POST", 5, id="POST-after-method"),
+    pytest.param("GET", 1, id="GET-cut-1", marks=SHORT_FIRST_SEGMENT_BUG),
+    pytest.param("GET", 2, id="GET-cut-2", marks=SHORT_FIRST_SEGMENT_BUG),
+    pytest.param("GET", 3, id="GET-cut-3", marks=SHORT_FIRST_SEGMENT_BUG),
+    pytest.param("POST", 4, id="POST-cut-4", marks=SHORT_FIRST_SEGMENT_BUG),
+    pytest.param("OPTIONS", 7, id="OPTIONS-cut-7", marks=SHORT_FIRST_SEGMENT_BUG),
+]
+
+
+@pytest.mark.parametrize("method,cut", SPLIT_CASES)
+def test_request_line_split_across_segments(topo, sensor, method, cut):
+    tag = uid()
+    path = f"/splitline/{tag}"
+    req = (f"{method} {path} HTTP/1.1\r\nHost: line.test\r\nUser-Agent: line/1\r\n"
+           f"Content-Length: 0\r\n\r\n").encode()
+    cut = cut if cut > 0 else req.index(b"\r\n") + cut + len(" HTTP/1.1")
+    res = raw_http(topo, [req[:cut], req[cut:]], nodelay=True, pause=0.2)
+    assert b" 200 " in res.response.split(b"\r\n", 1)[0]
+    # The response proves the request went through the veth the sensor watches.
+    sensor.wait_for(is_resp(res.local_port, 8080))
+    ev = one_request(sensor, path, timeout=2)
+    h = ev["http"]
+    assert h["method"] == method
+    assert h["segments"] == 2
+    assert h["headers"]["host"] == "line.test"
+    assert h["header_bytes"] == len(req)
+
+
 # ---------------------------------------------------------------------------
 # Credentials
 
@@ -206,7 +246,13 @@ def test_credentials_hashed_and_never_leaked(topo, sensor):
                         "-H", f"Cookie: {cookie}", "-H", f"X-Api-Key: {api_key}")
         assert code == 200
     basic_path = f"/cred/{tag}/basic"
-    curl(topo, f"http://{topo.srv4}:8080{basic_path}", "-u", f"{basic_user}:{basic_pass}")
+    proxy_secret = rand_secret(rng, 30)
+    proxy_auth = f'Digest username="u", response="{proxy_secret}"'
+    set_cookie = f"sid={rand_secret(rng, 32)}; Path=/; HttpOnly"
+    _, _, basic_port, _ = curl(topo, f"http://{topo.srv4}:8080{basic_path}",
+                               "-u", f"{basic_user}:{basic_pass}",
+                               "-H", f"Proxy-Authorization: {proxy_auth}",
+                               "-H", f"X-Gwt-Set-Cookie: {set_cookie}")
 
     evs = [one_request(sensor, p) for p in paths]
     creds = [e["http"]["credentials"] for e in evs]
@@ -232,10 +278,17 @@ def test_credentials_hashed_and_never_leaked(topo, sensor):
     import base64
     b64 = base64.b64encode(f"{basic_user}:{basic_pass}".encode()).decode()
     assert basic["authorization"]["length"] == len("Basic " + b64)
+    assert basic["proxy-authorization"]["scheme"] == "digest"
+    assert basic["proxy-authorization"]["length"] == len(proxy_auth)
+    resp = sensor.wait_for(is_resp(basic_port, 8080))[0]["http"]["credentials"]
+    assert set(resp) == {"set-cookie"}, resp
+    assert resp["set-cookie"]["length"] == len(set_cookie)
+    assert resp["set-cookie"]["scheme"] == "other"
 
     # No secret, in any form we sent, anywhere the sensor writes.
     assert sensor.stop() == 0
-    secrets = tokens + [cookie, cookie.split("=", 1)[1], api_key, basic_pass, b64]
+    secrets = tokens + [cookie, cookie.split("=", 1)[1], api_key, basic_pass, b64,
+                        proxy_secret, set_cookie.split(";")[0].split("=", 1)[1]]
     outputs = {
         "stdout": sensor.stdout_path.read_text(errors="replace"),
         "events.jsonl": sensor.jsonl_path.read_text(errors="replace"),
@@ -322,7 +375,6 @@ def test_clean_detach(topo, httpd, sensor_factory, sig):
     one_request(s, path)
 
     assert s.stop(sig) == 0, s.stderr()
-    assert "detached" in s.stderr()
     for direction in ("ingress", "egress"):
         out = topo.in_srv("tc", "filter", "show", "dev", topo.srv_if, direction,
                           check=False).stdout
