@@ -44,6 +44,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def topo():
+    gwlib.need("curl")
     gwlib.remove_stale_namespaces()
     t = Topology(suffix=str(os.getpid()))
     try:

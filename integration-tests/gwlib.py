@@ -118,6 +118,15 @@ class Topology:
         return run(["ip", "netns", "exec", self.srv_ns, *cmd], **kw)
 
 
+def need(*tools: str):
+    """Skip the calling test when a tool it drives is not installed."""
+    import pytest
+    from shutil import which
+    missing = [t for t in tools if which(t) is None and not os.path.exists(f"/usr/sbin/{t}")]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed: run integration-tests/setup.sh")
+
+
 def _have(cmd: str) -> bool:
     from shutil import which
     return which(cmd) is not None

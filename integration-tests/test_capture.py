@@ -362,6 +362,7 @@ def attached_prog_ids(topo) -> set[int]:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_clean_detach(topo, httpd, sensor_factory, sig):
+    gwlib.need("bpftool", "tc")
     before = {p["id"] for p in bpf_progs() if p.get("name") in GW_PROG_NAMES}
     s = sensor_factory(f"detach-{sig.name}")
     ours = {p["id"] for p in bpf_progs()

@@ -76,6 +76,7 @@ def tshark_uris(pcap: Path) -> list[str]:
 # Recorded traffic vs tshark
 
 def test_replay_matches_tshark(topo, httpd, tmp_path):
+    gwlib.need("tshark")
     pcap = tmp_path / "capture.pcapng"
     tag = uuid.uuid4().hex[:8]
     cap = subprocess.Popen(
