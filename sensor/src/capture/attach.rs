@@ -56,11 +56,7 @@ fn is_loopback(name: &str) -> bool {
 
 enum Attachment {
     Tcx(#[allow(dead_code)] Link),
-    Clsact {
-        hook: TcHook,
-        /// Whether the qdisc was ours to remove.
-        created_qdisc: bool,
-    },
+    Clsact(TcHook),
 }
 
 /// Everything attached to one interface; detaches on drop.
@@ -69,6 +65,8 @@ pub struct IfaceAttachment {
     pub ifindex: u32,
     pub mode: &'static str,
     parts: Vec<Attachment>,
+    /// We created the clsact qdisc, so we remove it (with both directions) on exit.
+    created_qdisc: bool,
 }
 
 impl Drop for IfaceAttachment {
@@ -76,23 +74,46 @@ impl Drop for IfaceAttachment {
         for part in self.parts.drain(..) {
             match part {
                 Attachment::Tcx(link) => drop(link),
-                Attachment::Clsact {
-                    mut hook,
-                    created_qdisc,
-                } => {
+                Attachment::Clsact(mut hook) => {
                     if let Err(e) = hook.detach() {
                         tracing::warn!(iface = %self.iface, "detaching tc filter: {e}");
-                    }
-                    if created_qdisc {
-                        if let Err(e) = hook.destroy() {
-                            tracing::warn!(iface = %self.iface, "removing clsact qdisc: {e}");
-                        }
                     }
                 }
             }
         }
+        if self.created_qdisc {
+            let mut raw = clsact_hook(self.ifindex);
+            // SAFETY: raw is a valid hook description; destroying ingress|egress removes the qdisc.
+            let rc = unsafe { libbpf_sys::bpf_tc_hook_destroy(&mut raw) };
+            if rc != 0 {
+                tracing::warn!(iface = %self.iface, "removing clsact qdisc: {}", std::io::Error::from_raw_os_error(-rc));
+            }
+        }
         tracing::info!(iface = %self.iface, "detached");
     }
+}
+
+fn clsact_hook(ifindex: u32) -> libbpf_sys::bpf_tc_hook {
+    libbpf_sys::bpf_tc_hook {
+        sz: std::mem::size_of::<libbpf_sys::bpf_tc_hook>() as _,
+        ifindex: ifindex as i32,
+        attach_point: libbpf_sys::BPF_TC_INGRESS | libbpf_sys::BPF_TC_EGRESS,
+        ..Default::default()
+    }
+}
+
+/// Create the clsact qdisc unless one exists; true when we created it.
+fn ensure_clsact(ifindex: u32) -> Result<bool> {
+    let mut raw = clsact_hook(ifindex);
+    // SAFETY: raw is a valid, initialised hook description.
+    let rc = unsafe { libbpf_sys::bpf_tc_hook_create(&mut raw) };
+    if rc != 0 && rc != -libc::EEXIST {
+        bail!(
+            "creating clsact qdisc: {}",
+            std::io::Error::from_raw_os_error(-rc)
+        );
+    }
+    Ok(rc == 0)
 }
 
 fn attach_tcx(prog: &Program, ifindex: u32, egress: bool) -> Result<Link> {
@@ -120,26 +141,8 @@ fn attach_clsact(prog: &Program, ifindex: u32, egress: bool) -> Result<Attachmen
         .handle(0x6777)
         .priority(0x6777);
     let mut hook = builder.hook(if egress { TC_EGRESS } else { TC_INGRESS });
-    let mut raw = libbpf_sys::bpf_tc_hook {
-        sz: std::mem::size_of::<libbpf_sys::bpf_tc_hook>() as _,
-        ifindex: ifindex as i32,
-        attach_point: libbpf_sys::BPF_TC_INGRESS | libbpf_sys::BPF_TC_EGRESS,
-        ..Default::default()
-    };
-    // SAFETY: raw is a valid, initialised hook description.
-    let rc = unsafe { libbpf_sys::bpf_tc_hook_create(&mut raw) };
-    let created_qdisc = rc == 0;
-    if rc != 0 && rc != -libc::EEXIST {
-        bail!(
-            "creating clsact qdisc: {}",
-            std::io::Error::from_raw_os_error(-rc)
-        );
-    }
     hook.attach().context("attaching tc filter")?;
-    Ok(Attachment::Clsact {
-        hook,
-        created_qdisc,
-    })
+    Ok(Attachment::Clsact(hook))
 }
 
 /// Attach ingress (and egress, except on loopback where every packet passes
@@ -158,6 +161,7 @@ pub fn attach_iface(
     };
     let mut parts = Vec::new();
     let mut used = "tcx";
+    let mut created_qdisc = false;
     for &egress_dir in directions {
         let prog = if egress_dir { egress } else { ingress };
         let dir = if egress_dir { "egress" } else { "ingress" };
@@ -167,6 +171,9 @@ pub fn attach_iface(
                     .with_context(|| format!("attaching tcx {dir} to {iface}"))?,
             ),
             AttachMode::Clsact => {
+                if used != "clsact" {
+                    created_qdisc = ensure_clsact(index).with_context(|| format!("on {iface}"))?;
+                }
                 used = "clsact";
                 attach_clsact(prog, index, egress_dir)
                     .with_context(|| format!("attaching tc clsact {dir} to {iface}"))?
@@ -175,6 +182,10 @@ pub fn attach_iface(
                 Ok(link) => Attachment::Tcx(link),
                 Err(e) => {
                     tracing::info!(%iface, "tcx unavailable ({e:#}); using a clsact qdisc");
+                    if used != "clsact" {
+                        created_qdisc =
+                            ensure_clsact(index).with_context(|| format!("on {iface}"))?;
+                    }
                     used = "clsact";
                     attach_clsact(prog, index, egress_dir)
                         .with_context(|| format!("attaching tc clsact {dir} to {iface}"))?
@@ -189,5 +200,6 @@ pub fn attach_iface(
         ifindex: index,
         mode: used,
         parts,
+        created_qdisc,
     })
 }
