@@ -256,7 +256,7 @@ __noinline int gw_feed_payload(struct __sk_buff *skb, struct gw_pkt *p, struct g
 		ctx.buf = ch->b;
 		bpf_loop(n, gw_feed_cb, &ctx, 0);
 		pos += ctx.consumed;
-		if (w->ps.state == GW_S_DONE || w->ps.state == GW_S_ABORT)
+		if (w->ps.state == GW_S_DONE || w->ps.state == GW_S_ABORT || w->ps.state == GW_S_DISCARD)
 			return pos;
 	}
 	return pos;
@@ -264,12 +264,11 @@ __noinline int gw_feed_payload(struct __sk_buff *skb, struct gw_pkt *p, struct g
 
 /* Start a new message at the current position: reset the work area and stamp
  * the flow. Global for the same reason as gw_feed_payload. */
-__noinline int gw_start_msg(struct __sk_buff *skb, struct gw_pkt *p, struct gw_work *w, int kind,
-			    int dir)
+__noinline int gw_start_msg(struct __sk_buff *skb, struct gw_pkt *p, struct gw_work *w, int dir)
 {
 	if (!skb || !p || !w)
 		return 0;
-	gw_msg_init(w, kind);
+	gw_msg_init(w);
 	gw_fill_hdr(w, skb, p, dir);
 	return 0;
 }
@@ -328,7 +327,8 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			return; /* retransmission of bytes already parsed */
 		if (delta > 0) {
 			/* A segment is missing: what we had is emitted, flagged, never guessed at. */
-			if (saved->ps.state != GW_S_BODY) {
+			/* (a start line not yet confirmed as HTTP is dropped quietly) */
+			if (saved->ps.state != GW_S_BODY && saved->ps.state != GW_S_METHOD) {
 				bpf_probe_read_kernel(w, sizeof(*w), saved);
 				w->ev.anomalies |= GW_AN_OUT_OF_ORDER | GW_AN_TRUNCATED;
 				gw_emit_msg(w);
@@ -352,9 +352,8 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 	for (msg = 0; msg < GW_MAX_MSGS_PER_PKT; msg++) {
 		if (!resumed) {
 			__u64 start = 0, avail;
-			int kind;
 
-			if (pos >= p->plen || p->plen - pos < 4)
+			if (pos >= p->plen)
 				return;
 			avail = p->plen - pos;
 			if (avail > 8)
@@ -364,21 +363,25 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 				return;
 			/* RFC 9112 2.2: empty lines before a request line are ignored, so a
 			 * CRLF between pipelined messages must not hide the next one. */
-			if ((start & 0xffff) == GW_C8('\r', '\n', 0, 0, 0, 0, 0, 0) && crlf_skips < 2) {
+			if (avail >= 2 && (start & 0xffff) == GW_C8('\r', '\n', 0, 0, 0, 0, 0, 0) &&
+			    crlf_skips < 2) {
 				crlf_skips++;
 				pos += 2;
 				msg--;
 				continue;
 			}
-			kind = gw_http_start_kind(start);
-			if (!kind)
+			if (!gw_may_start(start & 0xff))
 				return;
-			gw_start_msg(skb, p, w, kind, dir);
+			gw_start_msg(skb, p, w, dir);
 		}
 		resumed = 0;
 		w->ev.segments++;
 		pos = gw_feed_payload(skb, p, w, ch, pos);
 
+		if (w->ps.state == GW_S_DISCARD) {
+			gw_count(GW_CNT_NOT_HTTP);
+			return;
+		}
 		if (w->ps.state == GW_S_ABORT) {
 			gw_emit_msg(w); /* header block past the window: the rest of the message is unparsed */
 			return;

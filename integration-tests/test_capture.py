@@ -181,24 +181,17 @@ def test_header_block_split_across_two_segments(topo, sensor):
     assert h["anomalies"] == []
 
 
-SHORT_FIRST_SEGMENT_BUG = pytest.mark.xfail(strict=True, reason=(
-    "SENSOR BUG: a request is recognised only when its first TCP segment holds the "
-    "whole method and the space after it (bpf/net.bpf.c needs >= 4 bytes and "
-    "gw_http_start_kind matches 'GET ', 'POST ', ...); a client that sends 'G' or "
-    "'GE' or 'POST' first (TCP_NODELAY) gets no http_request event at all: the "
-    "request, its headers and its credentials are invisible to the sensor"))
-
 SPLIT_CASES = [
-    # (method, cut offset in the request, expected to work today)
+    # (method, cut offset in the request)
     pytest.param("GET", 4, id="GET-after-method"),
     pytest.param("GET", 9, id="GET-in-path"),
     pytest.param("GET", -14, id="GET-in-version"),
     pytest.param("POST", 5, id="POST-after-method"),
-    pytest.param("GET", 1, id="GET-cut-1", marks=SHORT_FIRST_SEGMENT_BUG),
-    pytest.param("GET", 2, id="GET-cut-2", marks=SHORT_FIRST_SEGMENT_BUG),
-    pytest.param("GET", 3, id="GET-cut-3", marks=SHORT_FIRST_SEGMENT_BUG),
-    pytest.param("POST", 4, id="POST-cut-4", marks=SHORT_FIRST_SEGMENT_BUG),
-    pytest.param("OPTIONS", 7, id="OPTIONS-cut-7", marks=SHORT_FIRST_SEGMENT_BUG),
+    pytest.param("GET", 1, id="GET-cut-1"),
+    pytest.param("GET", 2, id="GET-cut-2"),
+    pytest.param("GET", 3, id="GET-cut-3"),
+    pytest.param("POST", 4, id="POST-cut-4"),
+    pytest.param("OPTIONS", 7, id="OPTIONS-cut-7"),
 ]
 
 

@@ -237,17 +237,10 @@ def test_replay_garbage_frames_are_counted_skips(tmp_path):
     check_garbage_replay(tmp_path, garbage_frames(with_short_ip=False))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "SENSOR BUG: a frame whose IPv4 header is shorter than 20 bytes (or IPv6 shorter "
-    "than 40) makes BPF_PROG_TEST_RUN return EINVAL and `gatewatch replay` aborts the "
-    "whole file with exit 1 ('packet #N: BPF_PROG_TEST_RUN: Invalid argument') instead "
-    "of counting a skip; the #N it names also counts only frames kept after the "
-    "under-14-byte ones were dropped, not pcap records"))
 def test_replay_full_garbage_including_short_ip_headers(tmp_path):
     check_garbage_replay(tmp_path, garbage_frames(with_short_ip=True))
 
 
-@pytest.mark.xfail(strict=True, reason="SENSOR BUG: see test_replay_full_garbage_including_short_ip_headers")
 @pytest.mark.parametrize("i", range(3), ids=["eth_only_ipv4", "ipv4_cut_10", "ipv6_cut_7"])
 def test_replay_short_ip_header_is_a_counted_skip(tmp_path, i):
     frame = short_ip_frames()[i]

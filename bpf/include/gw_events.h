@@ -62,6 +62,7 @@ enum gw_source {
 #define GW_AN_CONTROL_CHAR (1u << 12)
 #define GW_AN_BARE_LF (1u << 13)
 #define GW_AN_MALFORMED_START (1u << 14)
+#define GW_AN_UNKNOWN_METHOD (1u << 15)
 
 struct gw_cred {
 	__u64 hash;
@@ -151,6 +152,7 @@ enum gw_counter {
 	GW_CNT_NON_IP,
 	GW_CNT_SHORT_HEADERS,
 	GW_CNT_FRAGMENTS,
+	GW_CNT_NOT_HTTP, /* looked like a start line, was not one */
 	GW_CNT_MAX,
 };
 

@@ -19,7 +19,6 @@ enum gw_state {
 	GW_S_METHOD,
 	GW_S_PATH,
 	GW_S_VERSION,
-	GW_S_RESP_VERSION,
 	GW_S_STATUS,
 	GW_S_REASON,
 	GW_S_LINE_LF, /* saw CR ending a line, expect LF */
@@ -30,6 +29,7 @@ enum gw_state {
 	GW_S_DONE,
 	GW_S_ABORT, /* window exceeded: emit what we have, flagged */
 	GW_S_BODY, /* skipping a body between pipelined messages */
+	GW_S_DISCARD, /* not HTTP after all: no event */
 };
 
 struct gw_parse_state {
@@ -57,6 +57,7 @@ struct gw_parse_state {
 	__u8 te_chunked_only; /* unused by rules; decides whether a body can be skipped */
 	__u8 host_seen;
 	__u8 line_cr; /* the line being ended saw CR */
+	__u8 is_connect;
 	struct gw_hdr_name_key name;
 };
 
@@ -118,34 +119,45 @@ static __always_inline __u64 gw_mask(int n)
 	return n >= 8 ? ~0ULL : ((1ULL << (8 * n)) - 1);
 }
 
-/* Which message, if any, starts with these 8 bytes (little-endian load).
- * Returns GW_EV_HTTP_REQUEST, GW_EV_HTTP_RESPONSE or 0. */
-static __always_inline int gw_http_start_kind(__u64 v)
+/* Whether a payload byte can begin a message: every method token and
+ * "HTTP/1.x" start with an upper-case letter. The rest is decided when the
+ * token ends (gw_method_done), so a start line split anywhere, even after one
+ * byte, is still recognised. */
+static __always_inline int gw_may_start(__u8 b)
 {
-	if ((v & gw_mask(4)) == GW_C8('G', 'E', 'T', ' ', 0, 0, 0, 0) ||
-	    (v & gw_mask(5)) == GW_C8('P', 'O', 'S', 'T', ' ', 0, 0, 0) ||
-	    (v & gw_mask(4)) == GW_C8('P', 'U', 'T', ' ', 0, 0, 0, 0) ||
-	    (v & gw_mask(6)) == GW_C8('P', 'A', 'T', 'C', 'H', ' ', 0, 0) ||
-	    (v & gw_mask(5)) == GW_C8('H', 'E', 'A', 'D', ' ', 0, 0, 0) ||
-	    (v & gw_mask(7)) == GW_C8('D', 'E', 'L', 'E', 'T', 'E', ' ', 0) ||
-	    (v & gw_mask(8)) == GW_C8('O', 'P', 'T', 'I', 'O', 'N', 'S', ' ') ||
-	    (v & gw_mask(8)) == GW_C8('C', 'O', 'N', 'N', 'E', 'C', 'T', ' ') ||
-	    (v & gw_mask(6)) == GW_C8('T', 'R', 'A', 'C', 'E', ' ', 0, 0))
-		return GW_EV_HTTP_REQUEST;
-	if ((v & gw_mask(7)) == GW_C8('H', 'T', 'T', 'P', '/', '1', '.', 0))
-		return GW_EV_HTTP_RESPONSE;
+	return b >= 'A' && b <= 'Z';
+}
+
+static __always_inline int gw_known_method(__u64 m, __u8 n)
+{
+	switch (n) {
+	case 3:
+		return (m & gw_mask(3)) == GW_C8('G', 'E', 'T', 0, 0, 0, 0, 0) ||
+		       (m & gw_mask(3)) == GW_C8('P', 'U', 'T', 0, 0, 0, 0, 0);
+	case 4:
+		return (m & gw_mask(4)) == GW_C8('P', 'O', 'S', 'T', 0, 0, 0, 0) ||
+		       (m & gw_mask(4)) == GW_C8('H', 'E', 'A', 'D', 0, 0, 0, 0);
+	case 5:
+		return (m & gw_mask(5)) == GW_C8('P', 'A', 'T', 'C', 'H', 0, 0, 0) ||
+		       (m & gw_mask(5)) == GW_C8('T', 'R', 'A', 'C', 'E', 0, 0, 0);
+	case 6:
+		return (m & gw_mask(6)) == GW_C8('D', 'E', 'L', 'E', 'T', 'E', 0, 0);
+	case 7:
+		return (m & gw_mask(7)) == GW_C8('O', 'P', 'T', 'I', 'O', 'N', 'S', 0) ||
+		       (m & gw_mask(7)) == GW_C8('C', 'O', 'N', 'N', 'E', 'C', 'T', 0);
+	}
 	return 0;
 }
 
 /* Reset the message part of the work area. Strings are length-delimited, so bytes
  * past a length are never read; only lengths and flags need clearing. */
-static __always_inline void gw_msg_init(struct gw_work *w, int kind)
+static __always_inline void gw_msg_init(struct gw_work *w)
 {
 	struct gw_http_event *ev = &w->ev;
 	struct gw_parse_state *ps = &w->ps;
 	int i;
 
-	ev->hdr.kind = kind;
+	ev->hdr.kind = GW_EV_HTTP_REQUEST; /* until the start line says "HTTP/1.x" */
 	ev->hdr.ts_boot_ns = bpf_ktime_get_boot_ns();
 	ev->content_length = ~0ULL;
 	ev->anomalies = 0;
@@ -155,7 +167,7 @@ static __always_inline void gw_msg_init(struct gw_work *w, int kind)
 	ev->path_len = 0;
 	ev->method_len = 0;
 	ev->version_minor = 0xff;
-	ev->is_response = kind == GW_EV_HTTP_RESPONSE;
+	ev->is_response = 0;
 	ev->segments = 0;
 #pragma unroll
 	for (i = 0; i < GW_CRED_SLOTS; i++) {
@@ -172,7 +184,7 @@ static __always_inline void gw_msg_init(struct gw_work *w, int kind)
 		ev->hdrs[i].truncated = 0;
 	}
 	__builtin_memset(ps, 0, sizeof(*ps));
-	ps->state = kind == GW_EV_HTTP_RESPONSE ? GW_S_RESP_VERSION : GW_S_METHOD;
+	ps->state = GW_S_METHOD;
 	ps->cur_slot = 0xff;
 	ps->cur_cred = 0xff;
 }
@@ -333,6 +345,35 @@ static __always_inline void gw_value_byte(struct gw_work *w, __u8 b)
 	}
 }
 
+/* The first token of a start line ended (at a space). Returns 1 when the
+ * bytes are not HTTP after all. */
+static __always_inline int gw_method_done(struct gw_work *w)
+{
+	struct gw_http_event *ev = &w->ev;
+	struct gw_parse_state *ps = &w->ps;
+	__u8 n = ev->method_len;
+	__u64 m = 0;
+
+	__builtin_memcpy(&m, ev->method, 8);
+	if (n == 8 && (m & gw_mask(7)) == GW_C8('H', 'T', 'T', 'P', '/', '1', '.', 0) &&
+	    ((m >> 56) == '0' || (m >> 56) == '1')) {
+		/* A status line: this message is a response. */
+		ev->hdr.kind = GW_EV_HTTP_RESPONSE;
+		ev->is_response = 1;
+		ev->version_minor = (m >> 56) - '0';
+		ev->method_len = 0;
+		ps->state = GW_S_STATUS;
+		return 0;
+	}
+	if (n < 3)
+		return 1;
+	if (!gw_known_method(m, n))
+		ev->anomalies |= GW_AN_UNKNOWN_METHOD;
+	ps->is_connect = n == 7 && (m & gw_mask(7)) == GW_C8('C', 'O', 'N', 'N', 'E', 'C', 'T', 0);
+	ps->state = GW_S_PATH;
+	return 0;
+}
+
 /* One byte through the state machine. Returns 1 when the message ended. */
 static __always_inline int gw_http_step(struct gw_work *w, __u8 b)
 {
@@ -351,13 +392,23 @@ static __always_inline int gw_http_step(struct gw_work *w, __u8 b)
 	switch (ps->state) {
 	case GW_S_METHOD:
 		if (b == ' ') {
-			ps->state = GW_S_PATH;
-		} else if (ev->method_len < GW_METHOD_LEN) {
-			ev->method[ev->method_len & (GW_METHOD_LEN - 1)] = b;
-			ev->method_len++;
+			if (gw_method_done(w))
+				goto discard;
+			return 0;
 		}
+		/* A method is a token of upper-case letters; "HTTP/1.x" also has '/', '.', digits. */
+		if (ev->method_len >= GW_METHOD_LEN ||
+		    !((b >= 'A' && b <= 'Z') || b == '-' || b == '_' ||
+		      (ev->method_len >= 4 && (b == '/' || b == '.' || (b >= '0' && b <= '9')))))
+			goto discard;
+		ev->method[ev->method_len & (GW_METHOD_LEN - 1)] = b;
+		ev->method_len++;
 		return 0;
 	case GW_S_PATH:
+		/* origin-form "/...", asterisk-form "*", absolute-form "http..."; CONNECT takes host:port */
+		if (ev->path_len == 0 && !ps->is_connect && b != '/' && b != '*' && b != 'h' && b != 'H' &&
+		    b != ' ')
+			goto discard;
 		if (b == ' ') {
 			ps->state = GW_S_VERSION;
 		} else if (b == '\r' || b == '\n') {
@@ -381,23 +432,16 @@ static __always_inline int gw_http_step(struct gw_work *w, __u8 b)
 		}
 		return 0;
 	case GW_S_VERSION:
-	case GW_S_RESP_VERSION:
-		if (b == '\r' || b == '\n' || (b == ' ' && ps->state == GW_S_RESP_VERSION)) {
+		if (b == '\r' || b == '\n') {
 			if ((ps->version & gw_mask(7)) == GW_C8('H', 'T', 'T', 'P', '/', '1', '.', 0) &&
 			    ps->ver_len == 8 && ((ps->version >> 56) == '0' || (ps->version >> 56) == '1'))
 				ev->version_minor = (ps->version >> 56) - '0';
 			else
 				ev->anomalies |= GW_AN_MALFORMED_START;
-			if (ps->state == GW_S_RESP_VERSION && b == ' ') {
-				ps->state = GW_S_STATUS;
-			} else {
-				if (ps->state == GW_S_RESP_VERSION)
-					ev->anomalies |= GW_AN_MALFORMED_START;
-				if (b == '\n')
-					ev->anomalies |= GW_AN_BARE_LF;
-				gw_header_begin(ps);
-				ps->state = b == '\r' ? GW_S_LINE_LF : GW_S_LINE_START;
-			}
+			if (b == '\n')
+				ev->anomalies |= GW_AN_BARE_LF;
+			gw_header_begin(ps);
+			ps->state = b == '\r' ? GW_S_LINE_LF : GW_S_LINE_START;
 		} else if (ps->ver_len < 8) {
 			ps->version |= ((__u64)b) << (8 * ps->ver_len);
 			ps->ver_len++;
@@ -505,6 +549,9 @@ static __always_inline int gw_http_step(struct gw_work *w, __u8 b)
 	default:
 		return 1;
 	}
+discard:
+	ps->state = GW_S_DISCARD;
+	return 1;
 done:
 	ps->state = GW_S_DONE;
 	ev->header_bytes = ps->bytes;

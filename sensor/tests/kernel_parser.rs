@@ -277,3 +277,70 @@ fn window_overflow_is_truncated_not_misparsed() {
     assert_eq!(h.header_bytes, 1024);
     assert_eq!(p.counters().unwrap().get("truncated"), 1);
 }
+
+#[test]
+fn start_line_split_anywhere_is_still_seen() {
+    require_root!();
+    let p = probe();
+    let req: &[u8] = b"OPTIONS /opt HTTP/1.1\r\nHost: o\r\nAuthorization: Bearer abc\r\n\r\n";
+    for cut in 1..12 {
+        let flow = Flow {
+            sport: 42000 + cut as u16,
+            ..FLOW
+        };
+        let frames = [
+            v4(&flow, 10, &req[..cut]),
+            v4(&flow, 10 + cut as u32, &req[cut..]),
+        ];
+        let evs = run_frames(&p, &frames).unwrap();
+        assert_eq!(evs.len(), 1, "cut at {cut}");
+        let h = http(&evs[0]);
+        assert_eq!(h.method.as_deref(), Some("OPTIONS"), "cut at {cut}");
+        assert_eq!(h.path.as_deref(), Some("/opt"), "cut at {cut}");
+        assert!(h.credentials.contains_key("authorization"));
+    }
+    // A response whose status line is split after "HT".
+    let resp: &[u8] = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+    let flow = Flow {
+        sport: 43000,
+        ..FLOW
+    };
+    let evs = run_frames(&p, &[v4(&flow, 1, &resp[..2]), v4(&flow, 3, &resp[2..])]).unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(http(&evs[0]).status, Some(404));
+}
+
+#[test]
+fn unknown_methods_are_flagged_and_lookalikes_ignored() {
+    require_root!();
+    let p = probe();
+    let evs = run_frames(
+        &p,
+        &[v4(&FLOW, 1, b"PROPFIND /dav HTTP/1.1\r\nHost: d\r\n\r\n")],
+    )
+    .unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(http(&evs[0]).method.as_deref(), Some("PROPFIND"));
+    assert!(http(&evs[0])
+        .anomalies
+        .contains(&"unknown_method".to_string()));
+    // Plaintext protocols that start with upper-case words are not HTTP.
+    let others: [&[u8]; 4] = [
+        b"GET mykey\r\n",
+        b"EHLO mail.example\r\n",
+        b"MAIL FROM:<a@b>\r\n",
+        b"USER anonymous\r\n",
+    ];
+    for (i, o) in others.iter().enumerate() {
+        let flow = Flow {
+            sport: 44000 + i as u16,
+            ..FLOW
+        };
+        assert!(
+            run_frames(&p, &[v4(&flow, 1, o)]).unwrap().is_empty(),
+            "{:?}",
+            String::from_utf8_lossy(o)
+        );
+    }
+    assert!(p.counters().unwrap().get("not_http") >= 4);
+}

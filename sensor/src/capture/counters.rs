@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// In `enum gw_counter` order.
-pub const COUNTER_NAMES: [&str; 13] = [
+pub const COUNTER_NAMES: [&str; 14] = [
     "packets_seen",
     "tcp_payload_packets",
     "http_requests",
@@ -17,6 +17,7 @@ pub const COUNTER_NAMES: [&str; 13] = [
     "non_ip",
     "short_headers",
     "fragments",
+    "not_http",
 ];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

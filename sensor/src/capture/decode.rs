@@ -15,7 +15,7 @@ const EV_HTTP_REQUEST: u32 = 1;
 const EV_HTTP_RESPONSE: u32 = 2;
 
 /// Anomaly bits (`GW_AN_*` in gw_events.h) and their names in events.
-pub const ANOMALY_NAMES: [(u32, &str); 15] = [
+pub const ANOMALY_NAMES: [(u32, &str); 16] = [
     (1 << 0, "crlf_in_value"),
     (1 << 1, "duplicate_content_length"),
     (1 << 2, "cl_and_te"),
@@ -31,6 +31,7 @@ pub const ANOMALY_NAMES: [(u32, &str); 15] = [
     (1 << 12, "control_char"),
     (1 << 13, "bare_lf"),
     (1 << 14, "malformed_start_line"),
+    (1 << 15, "unknown_method"),
 ];
 
 const SCHEMES: [&str; 6] = ["none", "bearer", "basic", "digest", "negotiate", "other"];

@@ -38,7 +38,6 @@ pub fn replay_cmd(args: ReplayArgs) -> Result<()> {
         "replay": stats,
         "kernel": counters.as_pairs().collect::<std::collections::BTreeMap<_, _>>(),
     });
-    tracing::info!(summary = %summary, "replay finished");
     eprintln!("{summary}");
     Ok(())
 }

@@ -62,9 +62,10 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let worker = std::thread::Builder::new()
         .name("gw-pipeline".into())
         .spawn(move || {
-            for ev in rx {
+            for ev in rx.iter() {
                 pipeline.handle_event(&ev);
-                if pipeline.events % 256 == 0 {
+                // Batch writes under load, but never sit on events when idle.
+                if rx.is_empty() || pipeline.events % 256 == 0 {
                     pipeline.flush();
                 }
             }
