@@ -1,0 +1,1 @@
+//! Prometheus metrics and health endpoint (work in progress).
