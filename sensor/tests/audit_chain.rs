@@ -679,3 +679,62 @@ print("ok")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn garbage_files_give_errors_not_panics() {
+    let d = tempfile::tempdir().unwrap();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    };
+    let cases: Vec<Vec<u8>> = vec![
+        b"\n".to_vec(),
+        b"\n\n\n".to_vec(),
+        b"{\"hash\":\"".to_vec(),
+        b"{\"hash\":\"zz\"}\n".to_vec(),
+        rnd(10),
+        rnd(5000),
+        [rnd(300), b"\n".to_vec(), rnd(300), b"\n".to_vec()].concat(),
+        format!("{{\"hash\":\"{}\",\"kind\":1}}\n", "a".repeat(64)).into_bytes(),
+    ];
+    for (i, bytes) in cases.iter().enumerate() {
+        let p = d.path().join(format!("g{i}.jsonl"));
+        fs::write(&p, bytes).unwrap();
+        match audit::verify(std::slice::from_ref(&p), None) {
+            Err(VerifyError::Broken(b)) => {
+                assert_eq!(b.kind, BreakKind::Malformed, "case {i}: {b}")
+            }
+            other => panic!("case {i}: {other:?}"),
+        }
+        let c = AuditConfig {
+            path: p.clone(),
+            ..cfg(d.path())
+        };
+        assert!(
+            AuditWriter::open(&c).is_err(),
+            "case {i}: writer must refuse a corrupt file"
+        );
+        let mut out = Vec::new();
+        assert!(!cli::verify_to(&mut out, std::slice::from_ref(&p), None).unwrap());
+    }
+    // Empty files are ignored; an empty set verifies as zero records.
+    let empty = d.path().join("empty.jsonl");
+    fs::write(&empty, b"").unwrap();
+    assert_eq!(
+        audit::verify(std::slice::from_ref(&empty), None)
+            .unwrap()
+            .records,
+        0
+    );
+    assert!(matches!(
+        audit::verify(&[], None),
+        Err(VerifyError::NoFiles)
+    ));
+}
