@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::audit::AuditConfig;
 use crate::capture::CaptureConfig;
+use crate::metrics::MetricsConfig;
 use crate::sinks::OutputConfig;
 
 /// The embedded default, identical to packaging/gatewatch.toml.
@@ -21,6 +23,10 @@ pub struct Config {
     pub capture: CaptureConfig,
     #[serde(default, rename = "output")]
     pub outputs: Vec<OutputConfig>,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,12 +67,19 @@ impl Config {
         if cfg.sensor.stats_interval_secs == 0 {
             anyhow::bail!("{origin}: sensor.stats_interval_secs must be at least 1");
         }
-        // `{state_dir}` in an output path is the configured state directory.
+        // `{state_dir}` in a path is the configured state directory.
         let state = cfg.sensor.state_dir.display().to_string();
+        let expand = |p: &mut PathBuf| {
+            *p = PathBuf::from(p.display().to_string().replace("{state_dir}", &state))
+        };
         for out in &mut cfg.outputs {
             if let crate::sinks::OutputSpec::Jsonl(p) = &mut out.spec {
-                *p = PathBuf::from(p.display().to_string().replace("{state_dir}", &state));
+                expand(p);
             }
+        }
+        expand(&mut cfg.audit.path);
+        if let Some(p) = cfg.audit.anchors_path.as_mut() {
+            expand(p);
         }
         Ok(cfg)
     }

@@ -39,6 +39,23 @@ pub enum Command {
     Run(RunArgs),
     /// Run a pcap/pcapng through the same kernel program, offline.
     Replay(ReplayArgs),
+    /// The hash-chained audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the chain across FILEs (rotated files in any order). Exit 0 when
+    /// intact, 1 at the first broken record (file, line, kind), 2 when it cannot check.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The chain's head as seen elsewhere: SEQ:HASH, or an anchors.jsonl file
+        /// (its last line). Makes a cut tail detectable.
+        #[arg(long)]
+        anchor: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]

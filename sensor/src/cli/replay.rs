@@ -26,7 +26,9 @@ pub fn replay_cmd(args: ReplayArgs) -> Result<()> {
             })
             .collect()
     };
-    let mut pipeline = Pipeline::new(&outputs)?;
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let health = std::sync::Arc::new(crate::metrics::Health::from_config(&cfg.metrics));
+    let mut pipeline = Pipeline::new(&outputs, metrics, health)?;
     let probe = Probe::load(&cfg.capture)?;
     let stats = replay::replay(&probe, &args.pcap, |ev| {
         pipeline.handle_event(&ev);

@@ -16,6 +16,7 @@ use crate::capture::decode::{format_time, Decoder};
 use crate::capture::Probe;
 use crate::config::Config;
 use crate::events::{CaptureSource, Direction, Event, EventKind, SensorStats};
+use crate::metrics::{Health, Metrics, MetricsServer};
 use crate::sinks::OutputConfig;
 
 pub fn run_cmd(args: RunArgs) -> Result<()> {
@@ -39,6 +40,22 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
         return Ok(());
     }
 
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::from_config(&cfg.metrics));
+    let metrics_server = if cfg.metrics.enabled {
+        let server = MetricsServer::start(&cfg.metrics, Arc::clone(&metrics), Arc::clone(&health))
+            .with_context(|| {
+                format!(
+                    "starting the metrics endpoint on {} (metrics.listen)",
+                    cfg.metrics.listen
+                )
+            })?;
+        tracing::info!(listen = %server.local_addr(), "metrics on /metrics, health on /healthz");
+        Some(server)
+    } else {
+        None
+    };
+
     let probe = Probe::load(&cfg.capture)?;
     let mut attachments = Vec::new();
     for iface in &cfg.sensor.interfaces {
@@ -58,7 +75,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     // Capture → pipeline: a bounded queue. When it is full the reader blocks,
     // the kernel ring buffer absorbs the burst, and past that the kernel counts drops.
     let (tx, rx) = crossbeam_channel::bounded::<Event>(cfg.sensor.queue_capacity);
-    let mut pipeline = Pipeline::new(&cfg.outputs)?;
+    let mut pipeline = Pipeline::new(&cfg.outputs, Arc::clone(&metrics), Arc::clone(&health))?;
     let worker = std::thread::Builder::new()
         .name("gw-pipeline".into())
         .spawn(move || {
@@ -114,6 +131,10 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
             }
         }
         let now = probe.counters().unwrap_or(last);
+        metrics.packets_seen.set_total(now.get("packets_seen"));
+        metrics.ringbuf_drops.set_total(now.get("ringbuf_drops"));
+        metrics.parse_truncations.set_total(now.get("truncated"));
+        health.note_ringbuf_drops(now.get("ringbuf_drops"));
         let d = now.delta(&last);
         let new_drops = d.get("ringbuf_drops");
         if new_drops > 0 || last_at.elapsed() >= interval {
@@ -141,6 +162,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let pipeline = worker
         .join()
         .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))?;
+    drop(metrics_server);
     let totals = probe.counters().unwrap_or_default();
     tracing::info!(
         events = pipeline.events,
