@@ -7,6 +7,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "include/gw_http.h"
+#include "include/gw_l4.h"
 
 #define TC_ACT_OK 0
 #define ETH_HLEN 14
@@ -62,6 +63,7 @@ struct {
 struct gw_pkt {
 	struct gw_flow_key fk;
 	__u32 seq;
+	__u8 tcp_flags;
 	__u32 poff; /* payload offset in the skb */
 	__u32 plen; /* payload length (from the IP header, not skb->len) */
 };
@@ -179,6 +181,7 @@ static __always_inline int gw_parse_l3l4(struct __sk_buff *skb, struct gw_pkt *p
 		p->fk.sport = bpf_ntohs(tcp.source);
 		p->fk.dport = bpf_ntohs(tcp.dest);
 		p->seq = bpf_ntohl(tcp.seq);
+		p->tcp_flags = ((__u8 *)&tcp)[13];
 		p->poff = off + doff;
 		p->plen = l3_total - doff;
 		if (p->poff + p->plen > skb->len) {
@@ -416,6 +419,9 @@ static __always_inline int gw_handle(struct __sk_buff *skb, __u8 dir)
 	gw_count(GW_CNT_PACKETS);
 	if (gw_parse_l3l4(skb, &p) < 0)
 		return TC_ACT_OK;
+	/* Each packet is counted once: on ingress, and a local service's SYN-ACK on egress. */
+	if (dir == GW_DIR_INGRESS || (p.tcp_flags & (TCP_FL_SYN | TCP_FL_ACK)) == (TCP_FL_SYN | TCP_FL_ACK))
+		gw_l4_count(p.fk.saddr, p.fk.daddr, p.fk.sport, p.fk.dport, p.fk.ip_version, p.tcp_flags);
 	if (p.plen == 0 || !gw_port_allowed(&p))
 		return TC_ACT_OK;
 	gw_count(GW_CNT_TCP_PAYLOAD);

@@ -153,6 +153,7 @@ enum gw_counter {
 	GW_CNT_SHORT_HEADERS,
 	GW_CNT_FRAGMENTS,
 	GW_CNT_NOT_HTTP, /* looked like a start line, was not one */
+	GW_CNT_L4_MAP_FULL, /* L4 counter map had no room for a new key */
 	GW_CNT_MAX,
 };
 

@@ -45,7 +45,9 @@ fn main() {
         "Cache-Control: no-cache\r\n",
         "Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c\r\n",
     );
-    let cases: [(&str, Vec<u8>); 3] = [
+    let syn = common::v4_ctl(&flow, 0x02);
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("SYN (L4 counters)", syn),
         (
             "non-HTTP TCP (TLS record)",
             common::v4(

@@ -21,6 +21,8 @@ pub struct Config {
     pub sensor: SensorSection,
     #[serde(default)]
     pub capture: CaptureConfig,
+    #[serde(default)]
+    pub l4: crate::capture::l4::L4Config,
     #[serde(default, rename = "output")]
     pub outputs: Vec<OutputConfig>,
     #[serde(default)]
@@ -61,6 +63,7 @@ impl Config {
         let mut cfg: Config = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
         cfg.capture.validate().with_context(|| origin.to_string())?;
+        cfg.l4.validate().with_context(|| origin.to_string())?;
         if cfg.sensor.queue_capacity == 0 {
             anyhow::bail!("{origin}: sensor.queue_capacity must be at least 1");
         }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// In `enum gw_counter` order.
-pub const COUNTER_NAMES: [&str; 14] = [
+pub const COUNTER_NAMES: [&str; 15] = [
     "packets_seen",
     "tcp_payload_packets",
     "http_requests",
@@ -18,6 +18,7 @@ pub const COUNTER_NAMES: [&str; 14] = [
     "short_headers",
     "fragments",
     "not_http",
+    "l4_map_full",
 ];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

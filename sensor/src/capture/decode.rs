@@ -114,6 +114,7 @@ impl Decoder {
             process: process(&raw.hdr),
             http: Some(self.http(&raw)),
             stats: None,
+            l4: None,
         })
     }
 

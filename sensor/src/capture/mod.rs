@@ -7,6 +7,7 @@ pub mod clock;
 pub mod counters;
 pub mod decode;
 pub mod headers;
+pub mod l4;
 pub mod replay;
 pub mod skel;
 
@@ -96,6 +97,10 @@ impl Probe {
     /// Open, configure and load `net.bpf.c`, then write the header table and a
     /// fresh random hash key (frozen: not even we can change it afterwards).
     pub fn load(cfg: &CaptureConfig) -> Result<Probe> {
+        Probe::load_with(cfg, &l4::L4Config::default())
+    }
+
+    pub fn load_with(cfg: &CaptureConfig, l4cfg: &l4::L4Config) -> Result<Probe> {
         let table = cfg.validate()?;
         bump_memlock_rlimit();
         // The skeleton borrows its object for its whole life; the sensor loads
@@ -111,7 +116,14 @@ impl Probe {
             for (i, p) in cfg.ports.iter().enumerate() {
                 ro.gw_ports[i] = *p;
             }
+            ro.gw_l4_enabled = u8::from(l4cfg.enabled);
+            ro.gw_l4_prefix_v4 = l4cfg.prefix_v4;
+            ro.gw_l4_prefix_v6 = l4cfg.prefix_v6;
         }
+        open.maps
+            .gw_l4
+            .set_max_entries(l4cfg.table_size)
+            .context("sizing l4 counter map")?;
         open.maps
             .gw_events
             .set_max_entries(cfg.ringbuf_mb * 1024 * 1024)

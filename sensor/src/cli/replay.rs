@@ -29,7 +29,7 @@ pub fn replay_cmd(args: ReplayArgs) -> Result<()> {
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let health = std::sync::Arc::new(crate::metrics::Health::from_config(&cfg.metrics));
     let mut pipeline = Pipeline::new(&outputs, metrics, health)?;
-    let probe = Probe::load(&cfg.capture)?;
+    let probe = Probe::load_with(&cfg.capture, &cfg.l4)?;
     let stats = replay::replay(&probe, &args.pcap, |ev| {
         pipeline.handle_event(&ev);
         Ok(())

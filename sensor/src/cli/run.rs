@@ -56,7 +56,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
         None
     };
 
-    let probe = Probe::load(&cfg.capture)?;
+    let probe = Probe::load_with(&cfg.capture, &cfg.l4)?;
     let mut attachments = Vec::new();
     for iface in &cfg.sensor.interfaces {
         attachments.push(attach_iface(
@@ -124,7 +124,21 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let mut last_at = Instant::now();
     let mut drops_total = 0u64;
     let mut last_decode_errors = 0u64;
+    let l4_window = Duration::from_millis(cfg.l4.window_ms);
+    let mut l4_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if cfg.l4.enabled && l4_at.elapsed() >= l4_window {
+            let window_ms = l4_at.elapsed().as_millis() as u64;
+            l4_at = Instant::now();
+            match crate::capture::l4::flush(&probe, &cfg.l4, window_ms, BootClock::now_unix_ns()) {
+                Ok(events) => {
+                    for ev in events {
+                        let _ = tx.send(ev);
+                    }
+                }
+                Err(e) => tracing::warn!("l4 counters: {e:#}"),
+            }
+        }
         if let Err(e) = ring.poll(Duration::from_millis(100)) {
             if !stop.load(Ordering::Relaxed) {
                 tracing::warn!("ring buffer poll: {e}");
@@ -190,6 +204,7 @@ fn stats_event(
         dst: None,
         process: None,
         http: None,
+        l4: None,
         stats: Some(SensorStats {
             interval_ms: elapsed.as_millis() as u64,
             packets_seen: d.get("packets_seen"),

@@ -30,6 +30,8 @@ pub struct Event {
     pub http: Option<HttpInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<SensorStats>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l4: Option<L4Window>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -39,6 +41,8 @@ pub enum EventKind {
     HttpResponse,
     /// Periodic snapshot of the sensor's own counters (drops, truncations, ...).
     SensorStats,
+    /// One window of TCP flag counts for a service or a source prefix.
+    L4Window,
 }
 
 impl EventKind {
@@ -47,6 +51,7 @@ impl EventKind {
             EventKind::HttpRequest => "http_request",
             EventKind::HttpResponse => "http_response",
             EventKind::SensorStats => "sensor_stats",
+            EventKind::L4Window => "l4_window",
         }
     }
 }
@@ -160,4 +165,51 @@ pub struct SensorStats {
     pub flow_state_lost: u64,
     /// Events userspace could not decode (size mismatch): a bug, counted, never silent.
     pub decode_errors: u64,
+}
+
+/// TCP flag counts over one window, for one key: a service (destination
+/// ip:port) or a source prefix. The kernel counts; one event per active key per window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct L4Window {
+    /// "service" or "source".
+    pub scope: String,
+    /// Service address, or the network address of the source prefix.
+    pub ip: IpAddr,
+    /// Service port (absent for source prefixes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Source prefix in CIDR form (source scope only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    pub window_ms: u64,
+    pub syn: u64,
+    pub synack: u64,
+    pub rst: u64,
+    pub fin: u64,
+    /// SYNs per second over the window.
+    pub syn_rate: f64,
+    /// SYN-ACKs answered per SYN (service scope; absent without SYNs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synack_ratio: Option<f64>,
+    /// Service: distinct source addresses that sent SYNs (estimate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct_sources: Option<u64>,
+    /// Source: distinct destination ports it sent SYNs to (estimate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct_ports: Option<u64>,
+    /// Source: distinct destination addresses it sent SYNs to (estimate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct_hosts: Option<u64>,
+    /// An estimate hit the top of what 256-bit linear counting measures: "at least".
+    #[serde(default)]
+    pub estimate_saturated: bool,
+    /// Service scope: the busiest source prefixes of this window by SYNs (all services).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_sources: Vec<TopSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopSource {
+    pub prefix: String,
+    pub syn: u64,
 }

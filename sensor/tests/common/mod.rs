@@ -32,12 +32,16 @@ pub const FLOW: Flow = Flow {
 };
 
 fn tcp(sport: u16, dport: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+    tcp_flags(sport, dport, seq, 0x18, payload)
+}
+
+fn tcp_flags(sport: u16, dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut t = Vec::with_capacity(20 + payload.len());
     t.extend_from_slice(&sport.to_be_bytes());
     t.extend_from_slice(&dport.to_be_bytes());
     t.extend_from_slice(&seq.to_be_bytes());
     t.extend_from_slice(&0u32.to_be_bytes());
-    t.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     t.extend_from_slice(payload);
     t
 }
@@ -47,8 +51,16 @@ pub fn v4(flow: &Flow, seq: u32, payload: &[u8]) -> Vec<u8> {
     v4_vlan(flow, seq, payload, None)
 }
 
+/// Ethernet + IPv4 + TCP frame with the given TCP flags and no payload.
+pub fn v4_ctl(flow: &Flow, flags: u8) -> Vec<u8> {
+    v4_seg(flow, tcp_flags(flow.sport, flow.dport, 1, flags, b""), None)
+}
+
 pub fn v4_vlan(flow: &Flow, seq: u32, payload: &[u8], vlan: Option<u16>) -> Vec<u8> {
-    let seg = tcp(flow.sport, flow.dport, seq, payload);
+    v4_seg(flow, tcp(flow.sport, flow.dport, seq, payload), vlan)
+}
+
+fn v4_seg(flow: &Flow, seg: Vec<u8>, vlan: Option<u16>) -> Vec<u8> {
     let mut f = vec![0u8; 12];
     if let Some(id) = vlan {
         f.extend_from_slice(&[0x81, 0x00]);
