@@ -15,5 +15,7 @@ if [ -d rules ] && ls rules/*.rhai >/dev/null 2>&1; then
   echo "== rule pack fixtures (gatewatch rules test rules/)"
   target/debug/gatewatch rules test rules/
 fi
-echo "== end-to-end tests (network namespaces, curl, tshark)"
-GATEWATCH_BIN="$PWD/target/debug/gatewatch" integration-tests/run.sh
+echo "== packages (.deb, .rpm)"
+packaging/build-packages.sh
+echo "== end-to-end tests (network namespaces, curl, tshark, packages)"
+GATEWATCH_REQUIRE_PACKAGES=1 GATEWATCH_BIN="$PWD/target/debug/gatewatch" integration-tests/run.sh

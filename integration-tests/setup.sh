@@ -14,6 +14,9 @@ have_cmd curl    || need_pkgs+=(curl)
 have_cmd tshark  || need_pkgs+=(tshark)
 have_cmd ip      || need_pkgs+=(iproute2)
 have_cmd bpftool || [ -x /usr/sbin/bpftool ] || need_pkgs+=(bpftool)
+have_cmd rpm     || need_pkgs+=(rpm)
+have_cmd hping3  || [ -x /usr/sbin/hping3 ] || need_pkgs+=(hping3)
+have_cmd systemd-analyze || need_pkgs+=(systemd)
 
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then

@@ -111,6 +111,18 @@ mod tests {
     }
 
     #[test]
+    fn packaged_config_is_valid_and_keeps_events_out_of_the_journal() {
+        let c = Config::parse(include_str!("../../packaging/etc-gatewatch.toml"), "etc").unwrap();
+        let stdout = c
+            .outputs
+            .iter()
+            .find(|o| o.spec == crate::sinks::OutputSpec::Stdout)
+            .unwrap();
+        assert!(!stdout.events && stdout.alerts);
+        assert_eq!(c.sensor.state_dir, PathBuf::from("/var/lib/gatewatch"));
+    }
+
+    #[test]
     fn unknown_key_names_key_and_file() {
         let e = Config::parse("[capture]\nheadrs = []\n", "/etc/gw.toml").unwrap_err();
         let msg = format!("{e:#}");
