@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use libbpf_rs::{ProgramInput, RingBufferBuilder};
+use libbpf_rs::{ProgramInput, RingBuffer, RingBufferBuilder};
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
@@ -249,15 +249,12 @@ fn read_frames(path: &Path, stats: &mut ReplayStats) -> Result<Vec<Frame>, Repla
     Ok(frames)
 }
 
-/// Replay `path` through the loaded program; `emit` gets each event in order.
-pub fn replay(
-    probe: &Probe,
-    path: &Path,
-    mut emit: impl FnMut(Event) -> Result<()>,
-) -> Result<ReplayStats> {
-    let mut stats = ReplayStats::default();
-    let frames = read_frames(path, &mut stats)?;
-    let records: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+type Records = Rc<RefCell<Vec<Vec<u8>>>>;
+
+/// A ring buffer whose records are collected, to be read synchronously right
+/// after each test_run (so every event is tied to the frame that caused it).
+fn collecting_ring(probe: &Probe) -> Result<(RingBuffer<'static>, Records)> {
+    let records: Records = Rc::default();
     let sink = Rc::clone(&records);
     let mut builder = RingBufferBuilder::new();
     builder
@@ -266,7 +263,18 @@ pub fn replay(
             0
         })
         .context("opening ring buffer")?;
-    let ring = builder.build().context("opening ring buffer")?;
+    Ok((builder.build().context("opening ring buffer")?, records))
+}
+
+/// Replay `path` through the loaded program; `emit` gets each event in order.
+pub fn replay(
+    probe: &Probe,
+    path: &Path,
+    mut emit: impl FnMut(Event) -> Result<()>,
+) -> Result<ReplayStats> {
+    let mut stats = ReplayStats::default();
+    let frames = read_frames(path, &mut stats)?;
+    let (ring, records) = collecting_ring(probe)?;
     let mut decoder = Decoder::new(probe.table.slot_names.clone(), CaptureSource::Replay);
     let prog = &probe.skel.progs.gw_tc_ingress;
 
@@ -316,16 +324,7 @@ pub fn replay(
 /// Run Ethernet frames through the program and return the events they produce,
 /// in order. Used by tests and benchmarks; frames must fit test_run's limit.
 pub fn run_frames(probe: &Probe, frames: &[Vec<u8>]) -> Result<Vec<Event>> {
-    let records: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
-    let sink = Rc::clone(&records);
-    let mut builder = RingBufferBuilder::new();
-    builder
-        .add(&probe.skel.maps.gw_events, move |data: &[u8]| {
-            sink.borrow_mut().push(data.to_vec());
-            0
-        })
-        .context("opening ring buffer")?;
-    let ring = builder.build().context("opening ring buffer")?;
+    let (ring, records) = collecting_ring(probe)?;
     let mut decoder = Decoder::new(probe.table.slot_names.clone(), CaptureSource::Replay);
     let mut events = Vec::new();
     for (i, frame) in frames.iter().enumerate() {
