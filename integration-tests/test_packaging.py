@@ -100,7 +100,18 @@ def unit_caps() -> list[str]:
     return [c.removeprefix("CAP_").lower() for c in ambient]
 
 
-def test_runs_as_gatewatch_with_exactly_the_units_capabilities(deb, topo, httpd, tmp_path):
+@pytest.fixture
+def world_tmp():
+    # pytest's tmp_path sits under a 0700 directory the service user cannot enter.
+    import tempfile
+    d = Path(tempfile.mkdtemp(prefix="gwpkg-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_runs_as_gatewatch_with_exactly_the_units_capabilities(deb, topo, httpd, world_tmp):
+    tmp_path = world_tmp
     caps = ",".join("+" + c for c in unit_caps())
     state = tmp_path / "state"
     state.mkdir()

@@ -60,8 +60,7 @@ impl Default for SensorSection {
 
 impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
-        let mut cfg: Config = toml::from_str(text)
-            .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| one_line_error(origin, text, &e))?;
         cfg.capture.validate().with_context(|| origin.to_string())?;
         cfg.l4.validate().with_context(|| origin.to_string())?;
         if cfg.sensor.queue_capacity == 0 {
@@ -99,6 +98,20 @@ impl Config {
     }
 }
 
+/// `FILE:LINE:COL: message` on one line, so `systemctl status` shows it whole.
+fn one_line_error(origin: &str, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            anyhow::anyhow!("{origin}:{line}:{col}: {msg}")
+        }
+        None => anyhow::anyhow!("{origin}: {msg}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,8 +139,11 @@ mod tests {
     fn unknown_key_names_key_and_file() {
         let e = Config::parse("[capture]\nheadrs = []\n", "/etc/gw.toml").unwrap_err();
         let msg = format!("{e:#}");
-        assert!(msg.contains("/etc/gw.toml"), "{msg}");
-        assert!(msg.contains("headrs"), "{msg}");
+        assert!(
+            msg.starts_with("/etc/gw.toml:2:1: unknown field `headrs`"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "one line: {msg}");
     }
 
     #[test]
