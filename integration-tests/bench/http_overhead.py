@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""What gatewatch costs the traffic it watches, measured in one run.
+
+Two network namespaces joined by a veth pair; nginx serves a small JSON
+response in one, wrk loads it from the other. Runs alternate without and with
+the sensor (attached to the server's veth, default rules, events to a JSONL
+file) and the script prints requests/s, p50/p99 latency, the ratios, sensor CPU
+time and peak RSS, events captured vs requests sent, and ring-buffer drops.
+
+    integration-tests/bench/http_overhead.py [--seconds 10] [--rounds 2] [--connections 50]
+
+Root only; traffic stays inside the namespaces it creates and removes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("GATEWATCH_BIN", str(ROOT / "target/release/gatewatch"))
+CLI, SRV = "gwbench-cli", "gwbench-srv"
+CLI_IF, SRV_IF = "gwbc0", "gwbs0"
+CLI_IP, SRV_IP = "10.234.0.1", "10.234.0.2"
+
+
+def sh(*cmd, check=True, **kw):
+    return subprocess.run(list(cmd), check=check, capture_output=True, text=True, **kw)
+
+
+def topology_up():
+    topology_down()
+    sh("ip", "netns", "add", CLI)
+    sh("ip", "netns", "add", SRV)
+    sh("ip", "link", "add", CLI_IF, "netns", CLI, "type", "veth", "peer", "name", SRV_IF, "netns", SRV)
+    sh("ip", "-n", CLI, "addr", "add", f"{CLI_IP}/24", "dev", CLI_IF)
+    sh("ip", "-n", SRV, "addr", "add", f"{SRV_IP}/24", "dev", SRV_IF)
+    for ns, ifc in ((CLI, CLI_IF), (SRV, SRV_IF)):
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", ns, "link", "set", ifc, "up")
+
+
+def topology_down():
+    for ns in (CLI, SRV):
+        sh("ip", "netns", "del", ns, check=False)
+
+
+def nginx_up(tmp: Path) -> subprocess.Popen:
+    conf = tmp / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx.err warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen {SRV_IP}:8080 reuseport backlog=4096;
+        location / {{ default_type application/json; return 200 '{{"ok":true,"items":[1,2,3]}}'; }}
+    }}
+}}
+""")
+    p = subprocess.Popen(["ip", "netns", "exec", SRV, "nginx", "-c", str(conf)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(50):
+        if sh("ip", "netns", "exec", CLI, "curl", "-s", "-o", "/dev/null", f"http://{SRV_IP}:8080/",
+              check=False).returncode == 0:
+            return p
+        time.sleep(0.1)
+    raise SystemExit("nginx did not come up")
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(seconds: int, connections: int) -> dict:
+    r = sh("ip", "netns", "exec", CLI, "wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s",
+           "--latency", "-H", "Authorization: Bearer bench-token-0123456789abcdef",
+           "-H", "User-Agent: gatewatch-bench/1", f"http://{SRV_IP}:8080/api/v1/items?id=7",
+           timeout=seconds + 30)
+    out = r.stdout
+    lat = {}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
+        lat[pct] = float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"], "requests": total}
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """(cpu seconds, peak RSS in KiB) of a live process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    hwm = int(re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
+    return cpu, hwm
+
+
+def with_sensor(tmp: Path, seconds: int, connections: int) -> dict:
+    events = tmp / "events.jsonl"
+    events.unlink(missing_ok=True)
+    cfg = tmp / "gw.toml"
+    cfg.write_text(f'[sensor]\nstate_dir = "{tmp}/state"\nstats_interval_secs = 1\n'
+                   f'[metrics]\nenabled = false\n[audit]\nenabled = false\n'
+                   f'[[output]]\nspec = "jsonl:{events}"\n')
+    err = open(tmp / "sensor.err", "w")
+    p = subprocess.Popen(["ip", "netns", "exec", SRV, BIN, "run", "--config", str(cfg), "--iface", SRV_IF],
+                         stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ, NO_COLOR="1"))
+    deadline = time.time() + 15
+    while "gatewatch running" not in (tmp / "sensor.err").read_text():
+        if p.poll() is not None or time.time() > deadline:
+            raise SystemExit("sensor did not start:\n" + (tmp / "sensor.err").read_text())
+        time.sleep(0.05)
+    cpu0, _ = proc_stats(p.pid)
+    res = wrk(seconds, connections)
+    time.sleep(1.5)  # let the pipeline drain and a stats event land
+    cpu1, hwm = proc_stats(p.pid)
+    p.send_signal(signal.SIGINT)
+    p.wait(30)
+    err.close()
+    captured = drops = 0
+    with open(events) as f:
+        for line in f:
+            e = json.loads(line)
+            if e.get("kind") == "http_request" and (e.get("http") or {}).get("path", "").startswith("/api/v1/items"):
+                captured += 1
+            elif e.get("kind") == "sensor_stats":
+                drops += e["stats"]["ringbuf_drops"]
+    res.update(cpu_s=cpu1 - cpu0, rss_mb=hwm / 1024, captured=captured, drops=drops)
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=50)
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (namespaces, eBPF)")
+    for tool in ("nginx", "wrk", "curl"):
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+            raise SystemExit(f"{tool} is missing: apt-get install nginx wrk curl")
+    if not os.access(BIN, os.X_OK):
+        raise SystemExit(f"no gatewatch binary at {BIN}: cargo build --release (or set GATEWATCH_BIN)")
+    tmp = Path(tempfile.mkdtemp(prefix="gwbench-"))
+    topology_up()
+    ng = None
+    try:
+        ng = nginx_up(tmp)
+        wrk(2, a.connections)  # warm-up
+        base, sens = [], []
+        for _ in range(a.rounds):
+            base.append(wrk(a.seconds, a.connections))
+            sens.append(with_sensor(tmp, a.seconds, a.connections))
+        med = lambda rows, k: statistics.median(r[k] for r in rows)
+        b_rps, s_rps = med(base, "rps"), med(sens, "rps")
+        print(f"\nnginx on a veth pair, wrk -t1 -c{a.connections}, {a.seconds}s x {a.rounds} rounds, median")
+        print(f"{'':14}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+        print(f"{'no sensor':14}{b_rps:>10.0f}{med(base, 'p50_ms'):>9.3f}{med(base, 'p99_ms'):>9.3f}")
+        print(f"{'sensor':14}{s_rps:>10.0f}{med(sens, 'p50_ms'):>9.3f}{med(sens, 'p99_ms'):>9.3f}")
+        print(f"throughput ratio {s_rps / b_rps:.3f}; p99 ratio {med(sens, 'p99_ms') / med(base, 'p99_ms'):.3f}")
+        for i, r in enumerate(sens, 1):
+            print(f"sensor round {i}: {r['captured']}/{r['requests']} requests captured "
+                  f"({100.0 * r['captured'] / max(r['requests'], 1):.2f}%), ring-buffer drops {r['drops']}, "
+                  f"CPU {r['cpu_s']:.1f}s ({100 * r['cpu_s'] / a.seconds:.0f}% of a core), peak RSS {r['rss_mb']:.1f} MB")
+    finally:
+        if ng:
+            ng.send_signal(signal.SIGQUIT)
+            try:
+                ng.wait(10)
+            except subprocess.TimeoutExpired:
+                ng.kill()
+        topology_down()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
