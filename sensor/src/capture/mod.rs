@@ -9,6 +9,7 @@ pub mod decode;
 pub mod headers;
 pub mod replay;
 pub mod skel;
+pub mod tls;
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
