@@ -21,6 +21,8 @@ pub struct Config {
     pub sensor: SensorSection,
     #[serde(default)]
     pub capture: CaptureConfig,
+    #[serde(default)]
+    pub tls: crate::capture::tls::TlsConfig,
     #[serde(default, rename = "output")]
     pub outputs: Vec<OutputConfig>,
     #[serde(default)]
