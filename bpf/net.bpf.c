@@ -33,24 +33,6 @@ struct gw_flow_key {
 	__u32 ip_version;
 };
 
-struct gw_chunk {
-	__u8 b[GW_CHUNK];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct gw_work);
-} gw_scratch SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct gw_chunk);
-} gw_chunks SEC(".maps");
-
 /* Messages whose header block (or body) continues in a later segment. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const PROGRAMS: &[&str] = &["net"];
+const PROGRAMS: &[&str] = &["net", "tls"];
 
 fn main() {
     let manifest =

@@ -71,8 +71,11 @@ struct gw_hash_key {
 	__u64 k1;
 };
 
-/* Maps every user of the parser needs. Declared here so both programs share them
- * when they are linked into one object; each .bpf.c includes this once. */
+/* Maps every user of the parser needs. Each .bpf.c includes this once, so each
+ * object declares its own copy; userspace makes the TLS object reuse the packet
+ * object's maps (bpf_map__reuse_fd before load), so both programs hash with the
+ * same key, read the same header table and write one ring buffer and one set of
+ * counters. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -98,6 +101,26 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 << 20);
 } gw_events SEC(".maps");
+
+/* Per-CPU scratch space of each program (never shared between objects): the
+ * message under construction and the chunk of bytes being fed to the parser. */
+struct gw_chunk {
+	__u8 b[GW_CHUNK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gw_work);
+} gw_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gw_chunk);
+} gw_chunks SEC(".maps");
 
 /* Maximum header block bytes parsed per message; userspace may lower it. */
 const volatile __u32 gw_parse_window = 16384;

@@ -23,6 +23,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     #[serde(default)]
     pub l4: crate::capture::l4::L4Config,
+    #[serde(default)]
+    pub tls: crate::capture::tls::TlsConfig,
     #[serde(default, rename = "output")]
     pub outputs: Vec<OutputConfig>,
     #[serde(default)]
@@ -133,6 +135,12 @@ mod tests {
             .unwrap();
         assert!(!stdout.events && stdout.alerts);
         assert_eq!(c.sensor.state_dir, PathBuf::from("/var/lib/gatewatch"));
+        // TLS needs capabilities the packaged unit does not grant: opt-in.
+        assert!(!c.tls.enabled);
+        let d = Config::load(None).unwrap();
+        assert!(d.tls.enabled);
+        assert_eq!(format!("{:?}", c.capture), format!("{:?}", d.capture));
+        assert_eq!(format!("{:?}", c.l4), format!("{:?}", d.l4));
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
             cfg.capture.attach_mode,
         )?);
     }
+    // TLS plaintext via uprobes on libssl; None when disabled or unavailable (logged).
+    let tls = crate::capture::tls::TlsProbe::start(&probe, &cfg.tls);
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -170,6 +172,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
 
     tracing::info!("stopping: detaching from interfaces");
     drop(attachments);
+    drop(tls);
     let _ = ring.consume();
     drop(ring);
     drop(tx);
