@@ -49,7 +49,11 @@ def test_syn_flood_is_summarised_per_window_naming_the_port(sensor, topo):
     assert target and target[0]["l4"]["syn_rate"] > 1000
     # Bounded by keys x windows: a handful of keys per second, never per packet.
     assert len(l4(events)) <= 4 * (flood_secs + 4)
-    assert all(w["l4"]["synack"] <= w["l4"]["syn"] + 5 for w in target)
+    # A SYN and its SYN-ACK can fall on either side of a window boundary, and a
+    # server may retransmit SYN-ACKs: compare totals, with slack.
+    synacks = sum(w["l4"]["synack"] for w in target)
+    assert 0 < synacks <= syns * 1.1, (synacks, syns)
+    assert all("synack_ratio" in w["l4"] for w in target if w["l4"]["syn"] > 0)
 
 
 def test_random_source_flood_saturates_distinct_sources(sensor, topo):
