@@ -15,9 +15,11 @@
 //! Each event is a partial event laid over a template for its `kind` (default
 //! `http_request`; `null` removes a key); an event without `time` gets the
 //! template's time plus one second per position. `expect: "fire"` means the
-//! case's last event raises an alert from this rule; `"quiet"` means no event
-//! of the case does. `alerts: N` additionally checks the count over the case,
-//! `summary_contains` the last alert's summary. Every case runs on fresh state.
+//! case raises at least one alert from this rule (after the throttle);
+//! `"quiet"` means it raises none. Optional checks: `alerts: N` (exact count
+//! over the case), `first_alert_at: N` (1-based position of the event that
+//! raises the first one), `summary_contains` (text in the last alert's
+//! summary). Every case runs on fresh state.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -48,6 +50,8 @@ pub struct Case {
     pub events: Vec<Value>,
     #[serde(default)]
     pub alerts: Option<usize>,
+    #[serde(default)]
+    pub first_alert_at: Option<usize>,
     #[serde(default)]
     pub summary_contains: Option<String>,
 }
@@ -232,7 +236,7 @@ fn run_case(
     let failures_before = counters.errors.load(Ordering::Relaxed)
         + counters.budget_exceeded.load(Ordering::Relaxed);
     let mut total = 0usize;
-    let mut fired_on_last = false;
+    let mut first_at = None;
     let mut last_summary = String::new();
     for (i, p) in partials.iter().enumerate() {
         let event = match build_event(p, i) {
@@ -245,11 +249,9 @@ fn run_case(
         let alerts = ev.evaluate(&event);
         let mine: Vec<&Alert> = alerts.iter().filter(|a| a.rule_id() == id).collect();
         total += mine.len();
-        if i + 1 == partials.len() {
-            fired_on_last = !mine.is_empty();
-            if let Some(a) = mine.last() {
-                last_summary = a.summary().to_string();
-            }
+        if let Some(a) = mine.last() {
+            first_at.get_or_insert(i + 1);
+            last_summary = a.summary().to_string();
         }
         all_alerts.extend(alerts);
     }
@@ -261,13 +263,21 @@ fn run_case(
         problems.push(format!("rule failed: {last}"));
     }
     match case.expect {
-        Expect::Fire if !fired_on_last => problems.push("expected an alert on the last event, got none".into()),
+        Expect::Fire if total == 0 => problems.push("expected an alert, got none".into()),
         Expect::Quiet if total > 0 => problems.push(format!("expected no alert, got {total}")),
         _ => {}
     }
     if let Some(n) = case.alerts {
         if n != total {
             problems.push(format!("expected {n} alerts over the case, got {total}"));
+        }
+    }
+    if let Some(n) = case.first_alert_at {
+        if first_at != Some(n) {
+            problems.push(format!(
+                "expected the first alert on event {n}, got it on {}",
+                first_at.map_or("none".to_string(), |i| i.to_string())
+            ));
         }
     }
     if let Some(s) = &case.summary_contains {
