@@ -1,6 +1,6 @@
 //! `gatewatch rules check [DIR]` and `gatewatch rules test [DIR]`.
 
-use std::io::Write;
+use std::fmt::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,7 +10,14 @@ use crate::rules::{RuleSet, RulesConfig};
 /// Compiles every rule in `dir`. Ok(true) when the set loads; errors are printed
 /// with file and line.
 pub fn check(dir: &Path, cfg: &RulesConfig) -> anyhow::Result<bool> {
-    let mut out = std::io::stdout().lock();
+    let mut out = String::new();
+    let ok = check_to(dir, cfg, &mut out)?;
+    print!("{out}");
+    Ok(ok)
+}
+
+/// `check`, writing its table into `out`.
+pub fn check_to(dir: &Path, cfg: &RulesConfig, out: &mut String) -> anyhow::Result<bool> {
     match RuleSet::load_dir(dir, cfg) {
         Ok(set) => {
             writeln!(out, "{:<16} {:<9} {:<28} FILE", "RULE", "SEVERITY", "KINDS")?;
@@ -37,7 +44,14 @@ pub fn check(dir: &Path, cfg: &RulesConfig) -> anyhow::Result<bool> {
 /// Loads the rules in `dir` and runs each rule's fixtures; prints a pass/fail
 /// table. Ok(true) when the set loads and every case passes.
 pub fn test(dir: &Path, cfg: &RulesConfig) -> anyhow::Result<bool> {
-    let mut out = std::io::stdout().lock();
+    let mut out = String::new();
+    let ok = test_to(dir, cfg, &mut out)?;
+    print!("{out}");
+    Ok(ok)
+}
+
+/// `test`, writing its table into `out`.
+pub fn test_to(dir: &Path, cfg: &RulesConfig, out: &mut String) -> anyhow::Result<bool> {
     let set = match RuleSet::load_dir(dir, cfg) {
         Ok(s) => Arc::new(s),
         Err(e) => {
