@@ -23,6 +23,9 @@ pub struct Evaluator {
     ctx: Arc<EvalCtx>,
     engine: Engine,
     scope: Scope<'static>,
+    /// This worker's copy of each rule's header (shared inside this worker
+    /// only, so that pushing it is cheap and workers never touch one lock).
+    headers: Vec<Dynamic>,
     last_time: i64,
 }
 
@@ -44,6 +47,7 @@ impl Evaluator {
             ctx,
             engine,
             scope: Scope::new(),
+            headers: Vec::new(),
             last_time: 0,
         };
         ev.reset_scope();
@@ -52,8 +56,15 @@ impl Evaluator {
 
     fn reset_scope(&mut self) {
         self.scope.clear();
+        // A private, unshared copy: it stays in the scope for every event.
         self.scope
-            .push_constant_dynamic("config", self.set.config_map.clone());
+            .push_constant_dynamic("config", self.set.config_map.flatten_clone());
+        self.headers = self
+            .set
+            .rules
+            .iter()
+            .map(|r| r.header.flatten_clone().into_shared())
+            .collect();
     }
 
     /// Switches to a new rule set (reload). Stateful-helper state is kept.
@@ -93,7 +104,8 @@ impl Evaluator {
             let rule = &set.rules[i];
             let counters = &set.counters[i];
             self.ctx.set_rule(&rule.id);
-            self.scope.push_constant_dynamic("rule", rule.header.clone());
+            self.scope
+                .push_constant_dynamic("rule", self.headers[i].clone());
             let started = Instant::now();
             let result = self
                 .engine

@@ -234,7 +234,7 @@ impl RuleSet {
             counters,
             by_kind,
             any_kind,
-            config_map: Dynamic::from_map(cfg.to_rhai()).into_shared(),
+            config_map: Dynamic::from_map(cfg.to_rhai()),
             config: cfg.clone(),
             dir: dir.to_path_buf(),
         })
@@ -472,7 +472,7 @@ fn compile_rule(
         },
         file: file.display().to_string(),
         ast: Arc::new(condition),
-        header: Dynamic::from_map(meta).into_shared(),
+        header: Dynamic::from_map(meta),
     }))
 }
 
