@@ -27,21 +27,31 @@ fn corpus(n: usize) -> Vec<Event> {
             0 => json!({ "kind": "http_response", "time": t }),
             1..=3 => json!({ "kind": "http_response", "time": t, "http": { "status": 404 } }),
             4 => json!({ "time": t, "src": { "ip": ip }, "http": { "path": "/admin/settings" } }),
-            5 => json!({ "time": t, "src": { "ip": ip }, "http": { "method": "POST", "path": "/v1/chat/completions",
-                 "credentials": { "authorization": { "scheme": "bearer", "length": 51, "hash": format!("{:016x}", i % 97) } } } }),
-            6 => json!({ "time": t, "src": { "ip": ip }, "http": { "headers": { "user-agent": "sqlmap/1.7", "host": "a" } } }),
+            5 => {
+                json!({ "time": t, "src": { "ip": ip }, "http": { "method": "POST", "path": "/v1/chat/completions",
+                 "credentials": { "authorization": { "scheme": "bearer", "length": 51, "hash": format!("{:016x}", i % 97) } } } })
+            }
+            6 => {
+                json!({ "time": t, "src": { "ip": ip }, "http": { "headers": { "user-agent": "sqlmap/1.7", "host": "a" } } })
+            }
             7 => json!({ "time": t, "src": { "ip": ip }, "http": { "anomalies": ["cl_and_te"] } }),
             8 if i % 1000 == 8 => json!({ "kind": "sensor_stats", "time": t }),
-            _ => json!({ "time": t, "src": { "ip": ip }, "http": { "path": format!("/api/v1/items/{i}"),
+            _ => {
+                json!({ "time": t, "src": { "ip": ip }, "http": { "path": format!("/api/v1/items/{i}"),
                  "headers": { "host": "api.example.com", "user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
-                              "content-type": "application/json", "x-request-id": "3f2a9c" } } }),
+                              "content-type": "application/json", "x-request-id": "3f2a9c" } } })
+            }
         };
         out.push(fixtures::build_event(&partial, i).expect("bench event"));
     }
     out
 }
 
-fn run(set: &Arc<RuleSet>, events: &Arc<Vec<Event>>, workers: usize) -> (f64, Vec<Duration>, usize) {
+fn run(
+    set: &Arc<RuleSet>,
+    events: &Arc<Vec<Event>>,
+    workers: usize,
+) -> (f64, Vec<Duration>, usize) {
     let state = Arc::new(RuleState::new(set.config()));
     let started = Instant::now();
     let handles: Vec<_> = (0..workers)
@@ -50,7 +60,14 @@ fn run(set: &Arc<RuleSet>, events: &Arc<Vec<Event>>, workers: usize) -> (f64, Ve
             let state = state.clone();
             let events = events.clone();
             std::thread::spawn(move || {
-                let mut ev = Evaluator::new(set, state, SensorIdentity { host: "bench".into(), sensor_id: "bench".into() });
+                let mut ev = Evaluator::new(
+                    set,
+                    state,
+                    SensorIdentity {
+                        host: "bench".into(),
+                        sensor_id: "bench".into(),
+                    },
+                );
                 let mut lat = Vec::with_capacity(events.len() / workers + 1);
                 let mut alerts = 0;
                 for e in events.iter().skip(w).step_by(workers) {

@@ -29,11 +29,19 @@ fn every_rule_has_two_firing_and_two_quiet_fixtures() {
     let set = Arc::new(RuleSet::load_dir(&repo().join("rules"), &RulesConfig::default()).unwrap());
     assert!(set.len() >= 10, "default pack has {} rules", set.len());
     let report = fixtures::run(&set);
-    assert!(report.untested.is_empty(), "untested: {:?}", report.untested);
+    assert!(
+        report.untested.is_empty(),
+        "untested: {:?}",
+        report.untested
+    );
     assert!(report.broken.is_empty(), "broken: {:?}", report.broken);
     for r in set.rules() {
         let (fire, quiet) = report.counts(&r.meta.id);
-        assert!(fire >= 2 && quiet >= 2, "{}: {fire} fire, {quiet} quiet", r.meta.id);
+        assert!(
+            fire >= 2 && quiet >= 2,
+            "{}: {fire} fire, {quiet} quiet",
+            r.meta.id
+        );
         assert!(!r.meta.mitre.is_empty(), "{} has no MITRE id", r.meta.id);
     }
     let failed: Vec<_> = report.results.iter().filter(|r| !r.passed).collect();
@@ -49,14 +57,24 @@ fn fixture_alerts_validate_against_the_schema() {
     let event_schema = schema("event.schema.json");
     let set = Arc::new(RuleSet::load_dir(&repo().join("rules"), &RulesConfig::default()).unwrap());
     let report = fixtures::run(&set);
-    assert!(report.alerts.len() >= 20, "only {} alerts", report.alerts.len());
+    assert!(
+        report.alerts.len() >= 20,
+        "only {} alerts",
+        report.alerts.len()
+    );
     let mut rules_seen = std::collections::BTreeSet::new();
     for a in &report.alerts {
         let v = serde_json::to_value(a).unwrap();
-        let errors: Vec<String> = alert_schema.iter_errors(&v).map(|e| format!("{e} at {}", e.instance_path)).collect();
+        let errors: Vec<String> = alert_schema
+            .iter_errors(&v)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
         assert!(errors.is_empty(), "{}: {errors:#?}\n{v:#}", a.rule_id());
         let ev = &v["evidences"][0]["data"];
-        let errors: Vec<String> = event_schema.iter_errors(ev).map(|e| format!("{e} at {}", e.instance_path)).collect();
+        let errors: Vec<String> = event_schema
+            .iter_errors(ev)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
         assert!(errors.is_empty(), "{} evidence: {errors:#?}", a.rule_id());
         assert_eq!(a.id().len(), 32);
         assert!(!a.key().is_empty());

@@ -32,7 +32,10 @@ fn admin_event() -> Event {
 }
 
 fn sensor() -> SensorIdentity {
-    SensorIdentity { host: "h".into(), sensor_id: "s".into() }
+    SensorIdentity {
+        host: "h".into(),
+        sensor_id: "s".into(),
+    }
 }
 
 fn evaluator(set: RuleSet) -> (Arc<RuleSet>, Evaluator) {
@@ -57,13 +60,19 @@ fn contained(body: &str) -> gatewatch::rules::RuleStatsSnapshot {
         assert_eq!(alerts.len(), 1, "the good rule still fires");
         assert_eq!(alerts[0].rule_id(), "T-GOOD");
     }
-    assert!(started.elapsed() < Duration::from_secs(5), "contained quickly");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "contained quickly"
+    );
     let stats = set.stats();
     let bad = stats.iter().find(|s| s.rule_id == "T-BAD").unwrap().clone();
     assert_eq!(bad.evaluations, 3);
     assert_eq!(bad.matches, 0);
     let err = bad.last_error.clone().unwrap();
-    assert!(err.contains("b_hostile.rhai:"), "names file and line: {err}");
+    assert!(
+        err.contains("b_hostile.rhai:"),
+        "names file and line: {err}"
+    );
     bad
 }
 
@@ -114,14 +123,20 @@ fn refused(files: &[(&str, &str)]) -> String {
 
 #[test]
 fn syntax_error_is_refused_with_file_and_line() {
-    let msg = refused(&[("b_broken.rhai", &(header("T-SYN") + "\nif ev.http.path == {\n"))]);
+    let msg = refused(&[(
+        "b_broken.rhai",
+        &(header("T-SYN") + "\nif ev.http.path == {\n"),
+    )]);
     assert!(msg.contains("b_broken.rhai:"), "{msg}");
     assert!(msg.contains("syntax error"), "{msg}");
 }
 
 #[test]
 fn unknown_variable_is_refused_at_load() {
-    let msg = refused(&[("b_typo.rhai", &(header("T-TYPO") + "\n\nif evt.kind == \"x\" { true }\n"))]);
+    let msg = refused(&[(
+        "b_typo.rhai",
+        &(header("T-TYPO") + "\n\nif evt.kind == \"x\" { true }\n"),
+    )]);
     assert!(msg.contains("b_typo.rhai:4"), "{msg}");
 }
 
@@ -129,7 +144,10 @@ fn unknown_variable_is_refused_at_load() {
 fn eval_and_import_are_disabled() {
     let msg = refused(&[("b_eval.rhai", &(header("T-EVAL") + "eval(\"1 + 1\")\n"))]);
     assert!(msg.contains("b_eval.rhai:2"), "{msg}");
-    let msg = refused(&[("b_import.rhai", &(header("T-IMP") + "import \"os\" as os;\n"))]);
+    let msg = refused(&[(
+        "b_import.rhai",
+        &(header("T-IMP") + "import \"os\" as os;\n"),
+    )]);
     assert!(msg.contains("b_import.rhai:2"), "{msg}");
 }
 
@@ -151,7 +169,15 @@ fn bad_headers_are_refused_with_reasons() {
         ("b6.rhai", "let rule = #{ id: \"W\", title: \"t\", severity: \"low\", description: \"d\" };\n"),
         ("b7.rhai", "let rule = #{ id: loop {}, title: \"t\" };\n"),
     ]);
-    for needle in ["b1.rhai:1", "severity \"urgent\"", "mitre id \"1190\"", "already used by", "unknown key `serverity`", "`kinds`", "b7.rhai:1"] {
+    for needle in [
+        "b1.rhai:1",
+        "severity \"urgent\"",
+        "mitre id \"1190\"",
+        "already used by",
+        "unknown key `serverity`",
+        "`kinds`",
+        "b7.rhai:1",
+    ] {
         assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
     }
 }
@@ -160,15 +186,24 @@ fn bad_headers_are_refused_with_reasons() {
 fn reload_takes_effect_and_broken_set_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a_good.rhai", GOOD);
-    write(dir.path(), "b_other.rhai", &(header("T-OTHER") + "if ev.http.path == \"/old\" { \"old\" }\n"));
+    write(
+        dir.path(),
+        "b_other.rhai",
+        &(header("T-OTHER") + "if ev.http.path == \"/old\" { \"old\" }\n"),
+    );
     let cfg = RulesConfig::default();
     let (_, mut ev) = evaluator(RuleSet::load_dir(dir.path(), &cfg).unwrap());
-    let event = |p: &str| fixtures::build_event(&serde_json::json!({ "http": { "path": p } }), 0).unwrap();
+    let event =
+        |p: &str| fixtures::build_event(&serde_json::json!({ "http": { "path": p } }), 0).unwrap();
     assert_eq!(ev.evaluate(&event("/old")).len(), 1);
     assert_eq!(ev.evaluate(&event("/new")).len(), 0);
 
     // One rule changed: the new condition applies after set_ruleset.
-    write(dir.path(), "b_other.rhai", &(header("T-OTHER") + "if ev.http.path == \"/new\" { \"new\" }\n"));
+    write(
+        dir.path(),
+        "b_other.rhai",
+        &(header("T-OTHER") + "if ev.http.path == \"/new\" { \"new\" }\n"),
+    );
     let new_set = Arc::new(RuleSet::load_dir(dir.path(), &cfg).unwrap());
     ev.set_ruleset(new_set);
     assert_eq!(ev.evaluate(&event("/old")).len(), 0);
@@ -177,11 +212,19 @@ fn reload_takes_effect_and_broken_set_is_refused() {
     assert_eq!(a[0].summary(), "new");
 
     // A broken rule: the load is refused with file:line, the running set stays.
-    write(dir.path(), "c_broken.rhai", &(header("T-BROKEN") + "if ev.http.path == \"/x\" {\n"));
+    write(
+        dir.path(),
+        "c_broken.rhai",
+        &(header("T-BROKEN") + "if ev.http.path == \"/x\" {\n"),
+    );
     let err = RuleSet::load_dir(dir.path(), &cfg).unwrap_err();
     assert_eq!(err.0.len(), 1);
     assert!(err.to_string().contains("c_broken.rhai:"), "{err}");
     assert!(err.0[0].line.is_some());
-    assert_eq!(ev.evaluate(&event("/admin")).len(), 1, "old set keeps firing");
+    assert_eq!(
+        ev.evaluate(&event("/admin")).len(),
+        1,
+        "old set keeps firing"
+    );
     assert_eq!(ev.evaluate(&event("/new")).len(), 1);
 }

@@ -3,7 +3,7 @@
 //! non-decreasing per shard. The key memory is a bounded LRU; a throttled alert
 //! is counted and the count rides on the next alert of that (rule, key) that passes.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -100,10 +100,7 @@ impl Throttle {
 
     /// Decide for one alert of `rule` with throttle `key` at event time `now_ns`.
     pub fn check(&self, rule: &Arc<str>, key: &str, spec: ThrottleSpec, now_ns: u64) -> Verdict {
-        let mut h = self.hasher.build_hasher();
-        rule.hash(&mut h);
-        key.hash(&mut h);
-        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        let shard = &self.shards[(self.hasher.hash_one((rule, key)) as usize) % SHARDS];
         let mut shard = match shard.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -159,14 +156,23 @@ mod tests {
         let rule: Arc<str> = "R".into();
         let spec = ThrottleSpec::new(1, 60).unwrap();
         let base = 1_700_000_000 * S;
-        assert_eq!(t.check(&rule, "k", spec, base), Verdict::Pass { suppressed: 0 });
+        assert_eq!(
+            t.check(&rule, "k", spec, base),
+            Verdict::Pass { suppressed: 0 }
+        );
         for i in 1..=9 {
             assert_eq!(t.check(&rule, "k", spec, base + i * S), Verdict::Suppress);
         }
         // Another key is independent.
-        assert_eq!(t.check(&rule, "other", spec, base + 10 * S), Verdict::Pass { suppressed: 0 });
+        assert_eq!(
+            t.check(&rule, "other", spec, base + 10 * S),
+            Verdict::Pass { suppressed: 0 }
+        );
         // After the period the next one passes carrying the count.
-        assert_eq!(t.check(&rule, "k", spec, base + 61 * S), Verdict::Pass { suppressed: 9 });
+        assert_eq!(
+            t.check(&rule, "k", spec, base + 61 * S),
+            Verdict::Pass { suppressed: 9 }
+        );
         assert_eq!(t.check(&rule, "k", spec, base + 62 * S), Verdict::Suppress);
     }
 

@@ -67,7 +67,11 @@ pub fn test_to(dir: &Path, cfg: &RulesConfig, out: &mut String) -> anyhow::Resul
             Expect::Quiet => "quiet",
         };
         let verdict = if r.passed { "ok" } else { "FAIL" };
-        writeln!(out, "{:<16} {:<6} {:<5} {}", r.rule_id, expect, verdict, r.case)?;
+        writeln!(
+            out,
+            "{:<16} {:<6} {:<5} {}",
+            r.rule_id, expect, verdict, r.case
+        )?;
         if !r.passed {
             writeln!(out, "{:<29}  -> {}", "", r.detail)?;
         }
@@ -78,6 +82,11 @@ pub fn test_to(dir: &Path, cfg: &RulesConfig, out: &mut String) -> anyhow::Resul
     for id in &report.untested {
         writeln!(out, "warning: {id} has no fixtures")?;
     }
-    writeln!(out, "{} passed, {} failed", report.passed(), report.failed())?;
+    writeln!(
+        out,
+        "{} passed, {} failed",
+        report.passed(),
+        report.failed()
+    )?;
     Ok(report.ok())
 }

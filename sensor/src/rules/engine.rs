@@ -2,7 +2,7 @@
 //! imports, `print`/`debug` to tracing, `()` tolerant property access, and the
 //! helpers rules call (stateful ones backed by the shared [`RuleState`]).
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rhai::{Array, Dynamic, Engine, ImmutableString, Map, INT};
@@ -13,7 +13,9 @@ use crate::rules::state::RuleState;
 /// Per-worker context the helpers read: the current event time and rule.
 pub(crate) struct EvalCtx {
     pub now_ns: AtomicI64,
-    pub rule: Mutex<Arc<str>>,
+    /// Index of the running rule in `ids`.
+    pub current: AtomicUsize,
+    ids: Mutex<Vec<Arc<str>>>,
     pub state: Arc<RuleState>,
 }
 
@@ -21,20 +23,25 @@ impl EvalCtx {
     pub fn new(state: Arc<RuleState>) -> Arc<EvalCtx> {
         Arc::new(EvalCtx {
             now_ns: AtomicI64::new(0),
-            rule: Mutex::new(Arc::from("")),
+            current: AtomicUsize::new(0),
+            ids: Mutex::new(Vec::new()),
             state,
         })
     }
+    /// The running rule's id (namespaces the helpers' keys per rule).
     fn rule(&self) -> Arc<str> {
-        match self.rule.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        let i = self.current.load(Ordering::Relaxed);
+        let ids = match self.ids.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        ids.get(i).cloned().unwrap_or_else(|| Arc::from(""))
     }
-    pub fn set_rule(&self, id: &Arc<str>) {
-        match self.rule.lock() {
-            Ok(mut g) => *g = id.clone(),
-            Err(p) => *p.into_inner() = id.clone(),
+    /// The ids of the rule set being evaluated, in rule order.
+    pub fn set_rules(&self, ids: Vec<Arc<str>>) {
+        match self.ids.lock() {
+            Ok(mut g) => *g = ids,
+            Err(p) => *p.into_inner() = ids,
         }
     }
 }
@@ -102,10 +109,13 @@ pub(crate) fn new_engine(max_operations: u64, ctx: Arc<EvalCtx>) -> Engine {
         m.insert("summary".into(), summary.into());
         m
     });
-    e.register_fn("alert", |summary: ImmutableString, mut fields: Map| -> Map {
-        fields.insert("summary".into(), summary.into());
-        fields
-    });
+    e.register_fn(
+        "alert",
+        |summary: ImmutableString, mut fields: Map| -> Map {
+            fields.insert("summary".into(), summary.into());
+            fields
+        },
+    );
 
     let c = ctx.clone();
     e.register_fn(

@@ -59,6 +59,8 @@ impl Evaluator {
         // A private, unshared copy: it stays in the scope for every event.
         self.scope
             .push_constant_dynamic("config", self.set.config_map.flatten_clone());
+        self.ctx
+            .set_rules(self.set.rules.iter().map(|r| r.id.clone()).collect());
         self.headers = self
             .set
             .rules
@@ -100,17 +102,20 @@ impl Evaluator {
         self.scope.push_constant_dynamic("ev", value);
         let with_ev = self.scope.len();
         let mut alerts = Vec::new();
+        // One clock read per rule: each rule's time runs to the next reading.
+        let mut mark = Instant::now();
         for &i in wanted {
             let rule = &set.rules[i];
             let counters = &set.counters[i];
-            self.ctx.set_rule(&rule.id);
+            self.ctx.current.store(i, Ordering::Relaxed);
             self.scope
                 .push_constant_dynamic("rule", self.headers[i].clone());
-            let started = Instant::now();
             let result = self
                 .engine
                 .eval_ast_with_scope::<Dynamic>(&mut self.scope, &rule.ast);
-            let took = started.elapsed();
+            let now_mark = Instant::now();
+            let took = now_mark.duration_since(mark);
+            mark = now_mark;
             self.scope.rewind(with_ev);
             counters.evaluations.fetch_add(1, Ordering::Relaxed);
             counters
@@ -127,6 +132,7 @@ impl Evaluator {
                     if let Some(a) = self.make_alert(rule, counters, ev, now, m) {
                         alerts.push(a);
                     }
+                    mark = Instant::now();
                 }
                 Err(f) => record_failure(counters, f),
             }
@@ -233,7 +239,13 @@ fn interpret(rule: &Rule, v: Dynamic) -> Result<Option<Match>, Failure> {
     for (k, v) in map {
         match k.as_str() {
             "summary" => m.summary = Some(v.to_string()),
-            "key" => m.key = Some(if v.is_unit() { String::new() } else { v.to_string() }),
+            "key" => {
+                m.key = Some(if v.is_unit() {
+                    String::new()
+                } else {
+                    v.to_string()
+                })
+            }
             _ => {
                 let json = rhai::serde::from_dynamic::<serde_json::Value>(&v)
                     .unwrap_or_else(|_| serde_json::Value::String(v.to_string()));

@@ -163,8 +163,8 @@ pub fn build_event(partial: &Value, i: usize) -> Result<Event, String> {
         .unwrap_or("http_request");
     let mut ev = template(kind);
     if partial.get("time").is_none() {
-        let t = time::OffsetDateTime::UNIX_EPOCH
-            + time::Duration::seconds(1_768_471_200 + i as i64);
+        let t =
+            time::OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_768_471_200 + i as i64);
         let text = t
             .format(&time::format_description::well_known::Rfc3339)
             .map_err(|e| e.to_string())?;
@@ -233,8 +233,8 @@ fn run_case(
     let state = Arc::new(RuleState::new(set.config()));
     let mut ev = Evaluator::new(set.clone(), state, sensor.clone());
     let counters = &set.counters[idx];
-    let failures_before = counters.errors.load(Ordering::Relaxed)
-        + counters.budget_exceeded.load(Ordering::Relaxed);
+    let failures_before =
+        counters.errors.load(Ordering::Relaxed) + counters.budget_exceeded.load(Ordering::Relaxed);
     let mut total = 0usize;
     let mut first_at = None;
     let mut last_summary = String::new();
@@ -255,8 +255,8 @@ fn run_case(
         }
         all_alerts.extend(alerts);
     }
-    let failures_after = counters.errors.load(Ordering::Relaxed)
-        + counters.budget_exceeded.load(Ordering::Relaxed);
+    let failures_after =
+        counters.errors.load(Ordering::Relaxed) + counters.budget_exceeded.load(Ordering::Relaxed);
     let mut problems = Vec::new();
     if failures_after > failures_before {
         let last = set.stats()[idx].last_error.clone().unwrap_or_default();

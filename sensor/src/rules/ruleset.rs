@@ -340,7 +340,12 @@ fn compile_rule(
     let mut scope = Scope::new();
     engine
         .run_ast_with_scope(&mut scope, &header)
-        .map_err(|e| err(line_of(e.position()).or(header_line), format!("rule header: {e}")))?;
+        .map_err(|e| {
+            err(
+                line_of(e.position()).or(header_line),
+                format!("rule header: {e}"),
+            )
+        })?;
     let Some(meta) = scope.get_value::<Map>("rule") else {
         return Err(err(
             header_line,
@@ -425,38 +430,37 @@ fn compile_rule(
         }
     }
     let references = list("references")?;
-    let throttle = match meta.get("throttle") {
-        None => ThrottleSpec::new(cfg.throttle_alerts, cfg.throttle_per_secs),
-        Some(v) if v.as_bool() == Ok(false) => None,
-        Some(v) => {
-            let m = v.clone().try_cast::<Map>().ok_or_else(|| {
-                hdr("`throttle` is false or #{ alerts: N, per_secs: S }".into())
-            })?;
-            let num = |k: &str, default: i64| -> Result<i64, RuleLoadError> {
-                match m.get(k) {
-                    None => Ok(default),
-                    Some(v) => v
-                        .as_int()
-                        .ok()
-                        .filter(|n| *n >= 0)
-                        .ok_or_else(|| hdr(format!("throttle.{k} must be a whole number >= 0"))),
+    let throttle =
+        match meta.get("throttle") {
+            None => ThrottleSpec::new(cfg.throttle_alerts, cfg.throttle_per_secs),
+            Some(v) if v.as_bool() == Ok(false) => None,
+            Some(v) => {
+                let m = v.clone().try_cast::<Map>().ok_or_else(|| {
+                    hdr("`throttle` is false or #{ alerts: N, per_secs: S }".into())
+                })?;
+                let num = |k: &str, default: i64| -> Result<i64, RuleLoadError> {
+                    match m.get(k) {
+                        None => Ok(default),
+                        Some(v) => v.as_int().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                            hdr(format!("throttle.{k} must be a whole number >= 0"))
+                        }),
+                    }
+                };
+                for k in m.keys() {
+                    if k != "alerts" && k != "per_secs" {
+                        return Err(hdr(format!(
+                            "unknown key `throttle.{k}` (known: alerts, per_secs)"
+                        )));
+                    }
                 }
-            };
-            for k in m.keys() {
-                if k != "alerts" && k != "per_secs" {
-                    return Err(hdr(format!(
-                        "unknown key `throttle.{k}` (known: alerts, per_secs)"
-                    )));
-                }
+                let alerts = num("alerts", i64::from(cfg.throttle_alerts))?;
+                let per = num("per_secs", cfg.throttle_per_secs as i64)?;
+                ThrottleSpec::new(
+                    u32::try_from(alerts).unwrap_or(u32::MAX),
+                    u64::try_from(per).unwrap_or(0),
+                )
             }
-            let alerts = num("alerts", i64::from(cfg.throttle_alerts))?;
-            let per = num("per_secs", cfg.throttle_per_secs as i64)?;
-            ThrottleSpec::new(
-                u32::try_from(alerts).unwrap_or(u32::MAX),
-                u64::try_from(per).unwrap_or(0),
-            )
-        }
-    };
+        };
     let condition = AST::new(stmts[1..].iter().cloned(), ast.shared_lib().clone());
     Ok(Some(Rule {
         id: Arc::from(id.as_str()),

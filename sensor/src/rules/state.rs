@@ -4,7 +4,7 @@
 //! evictions are counted. Time is the event's time in nanoseconds.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,7 +58,9 @@ impl RuleState {
         let per = NonZeroUsize::new(cfg.state_max_keys.div_ceil(SHARDS).max(1))
             .unwrap_or(NonZeroUsize::MIN);
         RuleState {
-            shards: (0..SHARDS).map(|_| Mutex::new(LruCache::new(per))).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(per)))
+                .collect(),
             hasher: Default::default(),
             evictions: AtomicU64::new(0),
             throttle: Throttle::new(cfg.throttle_max_keys),
@@ -94,9 +96,7 @@ impl RuleState {
             kind,
             key: bounded(key),
         };
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let mut shard = lock(&self.shards[(h.finish() as usize) % SHARDS]);
+        let mut shard = lock(&self.shards[(self.hasher.hash_one(&key) as usize) % SHARDS]);
         if let Some(e) = shard.get_mut(&key) {
             return f(e, false);
         }
@@ -163,7 +163,7 @@ impl RuleState {
                 let Entry::Distinct(values) = e else {
                     return 0;
                 };
-                values.retain(|_, seen| *seen > horizon);
+                values.retain(|_, seen| *seen >= horizon);
                 let v = bounded(value);
                 if !values.contains_key(&v) && values.len() >= MAX_DISTINCT_PER_KEY {
                     if let Some(oldest) = values
