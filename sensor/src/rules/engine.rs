@@ -91,18 +91,22 @@ pub(crate) fn new_engine(max_operations: u64, ctx: Arc<EvalCtx>) -> Engine {
         ip_in_list(&ip, items.iter().map(|s| s.as_str()))
     });
     e.register_fn("path_matches", |path: Dynamic, list: Array| -> bool {
-        let Some(path) = as_str(&path) else {
+        let Some(path) = path.read_lock::<ImmutableString>() else {
             return false;
         };
-        list.iter()
-            .filter_map(as_str)
-            .any(|p| path_matches(&path, &p))
+        list.iter().any(|p| {
+            p.read_lock::<ImmutableString>()
+                .is_some_and(|p| path_matches(&path, &p))
+        })
     });
     e.register_fn("contains_any", |s: Dynamic, list: Array| -> bool {
-        let Some(s) = as_str(&s) else { return false };
-        list.iter()
-            .filter_map(as_str)
-            .any(|needle| contains_ignore_ascii_case(&s, &needle))
+        let Some(s) = s.read_lock::<ImmutableString>() else {
+            return false;
+        };
+        list.iter().any(|n| {
+            n.read_lock::<ImmutableString>()
+                .is_some_and(|n| contains_ignore_ascii_case(&s, &n))
+        })
     });
     e.register_fn("alert", |summary: ImmutableString| -> Map {
         let mut m = Map::new();
