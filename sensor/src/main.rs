@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use gatewatch::cli::{self, AuditCommand, Cli, Command};
+use gatewatch::cli::{self, AuditCommand, Cli, Command, RulesCommand};
 
 fn main() -> ExitCode {
     let args = Cli::parse();
@@ -9,6 +9,25 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Run(a) => cli::run::run_cmd(a),
         Command::Replay(a) => cli::replay::replay_cmd(a),
+        Command::Rules(cmd) => {
+            let cfg = gatewatch::rules::RulesConfig::default();
+            let r = match cmd {
+                RulesCommand::Check { dir } => {
+                    gatewatch::rules::cli::check(&dir.unwrap_or_else(|| cfg.dir.clone()), &cfg)
+                }
+                RulesCommand::Test { dir } => {
+                    gatewatch::rules::cli::test(&dir.unwrap_or_else(|| cfg.dir.clone()), &cfg)
+                }
+            };
+            return match r {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("gatewatch: error: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Audit(AuditCommand::Verify { files, anchor }) => {
             return match gatewatch::audit::cli::verify(&files, anchor.as_deref()) {
                 Ok(true) => ExitCode::SUCCESS,

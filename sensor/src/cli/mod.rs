@@ -42,6 +42,23 @@ pub enum Command {
     /// The hash-chained audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The Rhai rule pack.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Compile every rule in DIR; exit 0 when the set loads, 1 with file:line errors.
+    Check {
+        /// Rules directory (default: the packaged pack).
+        dir: Option<PathBuf>,
+    },
+    /// Run each rule's fixtures (NAME.tests.json beside NAME.rhai); exit 0 when all pass.
+    Test {
+        /// Rules directory (default: the packaged pack).
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,0 +1,217 @@
+//! The sandboxed Rhai engine every rule runs in: limits, no `eval`, no module
+//! imports, `print`/`debug` to tracing, `()` tolerant property access, and the
+//! helpers rules call (stateful ones backed by the shared [`RuleState`]).
+
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rhai::{Array, Dynamic, Engine, ImmutableString, Map, INT};
+
+use crate::rules::net::ip_in_list;
+use crate::rules::state::RuleState;
+
+/// Per-worker context the helpers read: the current event time and rule.
+pub(crate) struct EvalCtx {
+    pub now_ns: AtomicI64,
+    /// Index of the running rule in `ids`.
+    pub current: AtomicUsize,
+    ids: Mutex<Vec<Arc<str>>>,
+    pub state: Arc<RuleState>,
+}
+
+impl EvalCtx {
+    pub fn new(state: Arc<RuleState>) -> Arc<EvalCtx> {
+        Arc::new(EvalCtx {
+            now_ns: AtomicI64::new(0),
+            current: AtomicUsize::new(0),
+            ids: Mutex::new(Vec::new()),
+            state,
+        })
+    }
+    /// The running rule's id (namespaces the helpers' keys per rule).
+    fn rule(&self) -> Arc<str> {
+        let i = self.current.load(Ordering::Relaxed);
+        let ids = match self.ids.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        ids.get(i).cloned().unwrap_or_else(|| Arc::from(""))
+    }
+    /// The ids of the rule set being evaluated, in rule order.
+    pub fn set_rules(&self, ids: Vec<Arc<str>>) {
+        match self.ids.lock() {
+            Ok(mut g) => *g = ids,
+            Err(p) => *p.into_inner() = ids,
+        }
+    }
+}
+
+/// Limits for one rule evaluation on one event.
+pub(crate) const MAX_CALL_LEVELS: usize = 16;
+pub(crate) const MAX_EXPR_DEPTH: usize = 64;
+pub(crate) const MAX_FN_EXPR_DEPTH: usize = 32;
+pub(crate) const MAX_STRING_SIZE: usize = 64 * 1024;
+pub(crate) const MAX_ARRAY_SIZE: usize = 10_000;
+pub(crate) const MAX_MAP_SIZE: usize = 10_000;
+
+/// A sandboxed engine with the helpers registered.
+pub(crate) fn new_engine(max_operations: u64, ctx: Arc<EvalCtx>) -> Engine {
+    let mut e = Engine::new();
+    e.set_max_operations(max_operations)
+        .set_max_call_levels(MAX_CALL_LEVELS)
+        .set_max_expr_depths(MAX_EXPR_DEPTH, MAX_FN_EXPR_DEPTH)
+        .set_max_string_size(MAX_STRING_SIZE)
+        .set_max_array_size(MAX_ARRAY_SIZE)
+        .set_max_map_size(MAX_MAP_SIZE)
+        .set_max_variables(256)
+        .set_max_functions(64)
+        .set_max_modules(0)
+        .set_strict_variables(true)
+        .set_fail_on_invalid_map_property(false);
+    e.disable_symbol("eval");
+    e.disable_symbol("import");
+    e.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+    e.on_print(|s| tracing::debug!(target: "gatewatch::rules", "print: {s}"));
+    e.on_debug(|s, src, pos| {
+        tracing::debug!(target: "gatewatch::rules", "debug {}:{pos}: {s}", src.unwrap_or(""))
+    });
+
+    // Missing blocks read as (): `ev.http.credentials.authorization.scheme` is ()
+    // when there is no Authorization, `"x" in ()` is false.
+    e.register_indexer_get(|_: &mut (), _: ImmutableString| Dynamic::UNIT);
+    e.register_indexer_get(|_: &mut (), _: INT| Dynamic::UNIT);
+    e.register_fn("contains", |_: &mut (), _: Dynamic| false);
+    e.register_fn("len", |_: &mut ()| 0 as INT);
+    e.register_fn("to_lower", |_: &mut ()| Dynamic::UNIT);
+    e.register_fn("to_upper", |_: &mut ()| Dynamic::UNIT);
+
+    e.register_fn("ip_in", |ip: Dynamic, list: Array| -> bool {
+        let Some(ip) = as_str(&ip) else { return false };
+        let items: Vec<ImmutableString> = list.iter().filter_map(as_str).collect();
+        ip_in_list(&ip, items.iter().map(|s| s.as_str()))
+    });
+    e.register_fn("path_matches", |path: Dynamic, list: Array| -> bool {
+        let Some(path) = path.read_lock::<ImmutableString>() else {
+            return false;
+        };
+        list.iter().any(|p| {
+            p.read_lock::<ImmutableString>()
+                .is_some_and(|p| path_matches(&path, &p))
+        })
+    });
+    e.register_fn("contains_any", |s: Dynamic, list: Array| -> bool {
+        let Some(s) = s.read_lock::<ImmutableString>() else {
+            return false;
+        };
+        list.iter().any(|n| {
+            n.read_lock::<ImmutableString>()
+                .is_some_and(|n| contains_ignore_ascii_case(&s, &n))
+        })
+    });
+    e.register_fn("alert", |summary: ImmutableString| -> Map {
+        let mut m = Map::new();
+        m.insert("summary".into(), summary.into());
+        m
+    });
+    e.register_fn(
+        "alert",
+        |summary: ImmutableString, mut fields: Map| -> Map {
+            fields.insert("summary".into(), summary.into());
+            fields
+        },
+    );
+
+    let c = ctx.clone();
+    e.register_fn(
+        "count_in_window",
+        move |key: Dynamic, window_secs: INT| -> INT {
+            let now = c.now_ns.load(Ordering::Relaxed);
+            c.state
+                .count_in_window(&c.rule(), &key_text(&key), secs_to_ns(window_secs), now)
+        },
+    );
+    let c = ctx.clone();
+    e.register_fn(
+        "distinct_in_window",
+        move |key: Dynamic, value: Dynamic, window_secs: INT| -> INT {
+            let now = c.now_ns.load(Ordering::Relaxed);
+            c.state.distinct_in_window(
+                &c.rule(),
+                &key_text(&key),
+                &key_text(&value),
+                secs_to_ns(window_secs),
+                now,
+            )
+        },
+    );
+    let c = ctx;
+    e.register_fn("first_seen", move |key: Dynamic| -> bool {
+        c.state.first_seen(&c.rule(), &key_text(&key))
+    });
+    e
+}
+
+fn as_str(d: &Dynamic) -> Option<ImmutableString> {
+    d.clone().into_immutable_string().ok()
+}
+
+fn key_text(d: &Dynamic) -> String {
+    if d.is_unit() {
+        String::new()
+    } else {
+        d.to_string()
+    }
+}
+
+fn secs_to_ns(secs: INT) -> i64 {
+    secs.clamp(1, 366 * 86_400) * 1_000_000_000
+}
+
+/// `/admin` matches `/admin`, `/admin/x`, `/admin?q`; `/adm*` is a plain prefix.
+pub(crate) fn path_matches(path: &str, pattern: &str) -> bool {
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        return path.starts_with(prefix);
+    }
+    match path.strip_prefix(pattern) {
+        Some(rest) => {
+            rest.is_empty()
+                || pattern.ends_with('/')
+                || rest.starts_with('/')
+                || rest.starts_with('?')
+                || rest.starts_with('#')
+        }
+        None => false,
+    }
+}
+
+pub(crate) fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    if n.is_empty() {
+        return true;
+    }
+    if n.len() > h.len() {
+        return false;
+    }
+    h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_patterns() {
+        assert!(path_matches("/admin", "/admin"));
+        assert!(path_matches("/admin/users", "/admin"));
+        assert!(path_matches("/admin?x=1", "/admin"));
+        assert!(!path_matches("/administrator", "/admin"));
+        assert!(path_matches("/administrator", "/admin*"));
+        assert!(!path_matches("/", "/admin"));
+    }
+
+    #[test]
+    fn case_insensitive_contains() {
+        assert!(contains_ignore_ascii_case("Mozilla sqlMap/1.7", "sqlmap"));
+        assert!(!contains_ignore_ascii_case("curl/8", "sqlmap"));
+    }
+}

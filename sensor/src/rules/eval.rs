@@ -1,0 +1,290 @@
+//! Per-worker rule evaluation: one Rhai engine per thread, the event converted
+//! to a Rhai map once and shared by every rule that wants its kind, errors and
+//! budget overruns counted per rule, matches throttled into alerts.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rhai::{Dynamic, Engine, EvalAltResult, Map, Scope};
+
+use crate::alerts::throttle::Verdict;
+use crate::alerts::{Alert, AlertParts, SensorIdentity};
+use crate::events::Event;
+use crate::rules::engine::{new_engine, EvalCtx};
+use crate::rules::ruleset::{Rule, RuleCounters, RuleSet};
+use crate::rules::state::RuleState;
+
+/// Evaluates events against a rule set. One per worker thread (not `Sync`).
+pub struct Evaluator {
+    set: Arc<RuleSet>,
+    state: Arc<RuleState>,
+    sensor: SensorIdentity,
+    ctx: Arc<EvalCtx>,
+    engine: Engine,
+    scope: Scope<'static>,
+    /// This worker's copy of each rule's header (shared inside this worker
+    /// only, so that pushing it is cheap and workers never touch one lock).
+    headers: Vec<Dynamic>,
+    last_time: i64,
+}
+
+/// Why one rule produced nothing for one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    Budget(String),
+    Error(String),
+}
+
+impl Evaluator {
+    pub fn new(set: Arc<RuleSet>, state: Arc<RuleState>, sensor: SensorIdentity) -> Evaluator {
+        let ctx = EvalCtx::new(state.clone());
+        let engine = new_engine(set.config.max_operations, ctx.clone());
+        let mut ev = Evaluator {
+            set,
+            state,
+            sensor,
+            ctx,
+            engine,
+            scope: Scope::new(),
+            headers: Vec::new(),
+            last_time: 0,
+        };
+        ev.reset_scope();
+        ev
+    }
+
+    fn reset_scope(&mut self) {
+        self.scope.clear();
+        // A private, unshared copy: it stays in the scope for every event.
+        self.scope
+            .push_constant_dynamic("config", self.set.config_map.flatten_clone());
+        self.ctx
+            .set_rules(self.set.rules.iter().map(|r| r.id.clone()).collect());
+        self.headers = self
+            .set
+            .rules
+            .iter()
+            .map(|r| r.header.flatten_clone().into_shared())
+            .collect();
+    }
+
+    /// Switches to a new rule set (reload). Stateful-helper state is kept.
+    pub fn set_ruleset(&mut self, set: Arc<RuleSet>) {
+        if set.config.max_operations != self.set.config.max_operations {
+            self.engine = new_engine(set.config.max_operations, self.ctx.clone());
+        }
+        self.set = set;
+        self.reset_scope();
+    }
+
+    pub fn ruleset(&self) -> &Arc<RuleSet> {
+        &self.set
+    }
+
+    /// Runs every rule that wants `ev.kind` and returns the alerts that pass the throttle.
+    pub fn evaluate(&mut self, ev: &Event) -> Vec<Alert> {
+        let set = self.set.clone();
+        let wanted = set.for_kind(ev.kind.as_str());
+        if wanted.is_empty() {
+            return Vec::new();
+        }
+        let value = match rhai::serde::to_dynamic(ev) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("event not convertible for rules: {e}");
+                return Vec::new();
+            }
+        };
+        let now = self.event_time_ns(&ev.time);
+        self.ctx.now_ns.store(now, Ordering::Relaxed);
+        let base = self.scope.len();
+        self.scope.push_constant_dynamic("ev", value);
+        let with_ev = self.scope.len();
+        let mut alerts = Vec::new();
+        // One clock read per rule: each rule's time runs to the next reading.
+        let mut mark = Instant::now();
+        for &i in wanted {
+            let rule = &set.rules[i];
+            let counters = &set.counters[i];
+            self.ctx.current.store(i, Ordering::Relaxed);
+            self.scope
+                .push_constant_dynamic("rule", self.headers[i].clone());
+            let result = self
+                .engine
+                .eval_ast_with_scope::<Dynamic>(&mut self.scope, &rule.ast);
+            let now_mark = Instant::now();
+            let took = now_mark.duration_since(mark);
+            mark = now_mark;
+            self.scope.rewind(with_ev);
+            counters.evaluations.fetch_add(1, Ordering::Relaxed);
+            counters
+                .eval_ns
+                .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+            let outcome = match result {
+                Ok(v) => interpret(rule, v),
+                Err(e) => Err(classify(rule, &e)),
+            };
+            match outcome {
+                Ok(None) => {}
+                Ok(Some(m)) => {
+                    counters.matches.fetch_add(1, Ordering::Relaxed);
+                    if let Some(a) = self.make_alert(rule, counters, ev, now, m) {
+                        alerts.push(a);
+                    }
+                    mark = Instant::now();
+                }
+                Err(f) => record_failure(counters, f),
+            }
+        }
+        self.scope.rewind(base);
+        alerts
+    }
+
+    fn event_time_ns(&mut self, t: &str) -> i64 {
+        use time::format_description::well_known::Rfc3339;
+        match time::OffsetDateTime::parse(t, &Rfc3339) {
+            Ok(dt) => {
+                let ns = i64::try_from(dt.unix_timestamp_nanos()).unwrap_or(0);
+                self.last_time = ns;
+                ns
+            }
+            // An unparseable time: the previous event's, so windows stay sane.
+            Err(_) => self.last_time,
+        }
+    }
+
+    fn make_alert(
+        &self,
+        rule: &Rule,
+        counters: &RuleCounters,
+        ev: &Event,
+        now: i64,
+        m: Match,
+    ) -> Option<Alert> {
+        let key = m.key.unwrap_or_else(|| {
+            ev.src
+                .as_ref()
+                .map(|s| s.ip.to_string())
+                .unwrap_or_default()
+        });
+        let suppressed = match rule.meta.throttle {
+            None => 0,
+            Some(spec) => match self.state.throttle.check(
+                &rule.id,
+                &key,
+                spec,
+                u64::try_from(now).unwrap_or(0),
+            ) {
+                Verdict::Pass { suppressed } => suppressed,
+                Verdict::Suppress => {
+                    counters.suppressed.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+            },
+        };
+        Some(Alert::new(AlertParts {
+            rule_id: &rule.meta.id,
+            rule_file: &rule.file,
+            title: &rule.meta.title,
+            description: &rule.meta.description,
+            severity: rule.meta.severity,
+            mitre: &rule.meta.mitre,
+            references: &rule.meta.references,
+            summary: m.summary.unwrap_or_else(|| rule.meta.title.clone()),
+            throttle_key: key,
+            suppressed_count: suppressed,
+            fields: m.fields,
+            event: ev,
+            event_time_ms: now.div_euclid(1_000_000),
+            sensor: &self.sensor,
+        }))
+    }
+}
+
+/// What a rule's value said, when it matched.
+struct Match {
+    summary: Option<String>,
+    key: Option<String>,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+fn interpret(rule: &Rule, v: Dynamic) -> Result<Option<Match>, Failure> {
+    let empty = || Match {
+        summary: None,
+        key: None,
+        fields: serde_json::Map::new(),
+    };
+    if v.is_unit() {
+        return Ok(None);
+    }
+    if let Ok(b) = v.as_bool() {
+        return Ok(b.then(empty));
+    }
+    if v.is_string() {
+        let s = v.into_string().unwrap_or_default();
+        return Ok(Some(Match {
+            summary: Some(s),
+            ..empty()
+        }));
+    }
+    let type_name = v.type_name();
+    let Some(map) = v.try_cast::<Map>() else {
+        return Err(Failure::Error(format!(
+            "{}: the rule returned {type_name}; a rule returns (), true/false, a summary string or a map",
+            rule.file
+        )));
+    };
+    let mut m = empty();
+    for (k, v) in map {
+        match k.as_str() {
+            "summary" => m.summary = Some(v.to_string()),
+            "key" => {
+                m.key = Some(if v.is_unit() {
+                    String::new()
+                } else {
+                    v.to_string()
+                })
+            }
+            _ => {
+                let json = rhai::serde::from_dynamic::<serde_json::Value>(&v)
+                    .unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+                m.fields.insert(k.to_string(), json);
+            }
+        }
+    }
+    Ok(Some(m))
+}
+
+fn classify(rule: &Rule, e: &EvalAltResult) -> Failure {
+    let at = match e.position().line() {
+        Some(l) => format!("{}:{l}", rule.file),
+        None => rule.file.clone(),
+    };
+    let msg = format!("{at}: {e}");
+    match e.unwrap_inner() {
+        EvalAltResult::ErrorTooManyOperations(..)
+        | EvalAltResult::ErrorDataTooLarge(..)
+        | EvalAltResult::ErrorStackOverflow(..)
+        | EvalAltResult::ErrorTooManyVariables(..)
+        | EvalAltResult::ErrorTerminated(..) => Failure::Budget(msg),
+        _ => Failure::Error(msg),
+    }
+}
+
+fn record_failure(c: &RuleCounters, f: Failure) {
+    let (msg, first) = match f {
+        Failure::Budget(m) => (m, c.budget_exceeded.fetch_add(1, Ordering::Relaxed) == 0),
+        Failure::Error(m) => (m, c.errors.fetch_add(1, Ordering::Relaxed) == 0),
+    };
+    // Log the first failure of each kind per rule; later ones are counted.
+    if first {
+        tracing::warn!(target: "gatewatch::rules", "rule skipped for this event: {msg}");
+    } else {
+        tracing::debug!(target: "gatewatch::rules", "rule skipped for this event: {msg}");
+    }
+    match c.last_error.lock() {
+        Ok(mut g) => *g = Some(msg),
+        Err(p) => *p.into_inner() = Some(msg),
+    }
+}
