@@ -61,4 +61,40 @@ fn main() {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=GATEWATCH_GIT_COMMIT={commit}");
+    embed_rule_pack(&manifest.join("..").join("rules"), &out);
+}
+
+/// The default rule pack, built into the binary so `gatewatch run` works with
+/// no files installed (used when the configured pack directory does not exist).
+fn embed_rule_pack(rules: &std::path::Path, out: &std::path::Path) {
+    fn walk(dir: &std::path::Path, found: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, found);
+            } else if p.extension().is_some_and(|x| x == "rhai") {
+                found.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(rules, &mut files);
+    files.sort();
+    let mut code = String::from("pub const EMBEDDED_RULES: &[(&str, &str)] = &[\n");
+    for f in &files {
+        let rel = f.strip_prefix(rules).unwrap_or(f).display().to_string();
+        code.push_str(&format!(
+            "    ({rel:?}, include_str!({:?})),\n",
+            f.display().to_string()
+        ));
+    }
+    code.push_str("];\n");
+    std::fs::write(out.join("embedded_rules.rs"), code).expect("writing embedded_rules.rs");
+    println!("cargo:rerun-if-changed={}", rules.display());
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
 }

@@ -25,6 +25,8 @@ pub struct Config {
     pub l4: crate::capture::l4::L4Config,
     #[serde(default)]
     pub tls: crate::capture::tls::TlsConfig,
+    #[serde(default)]
+    pub rules: crate::rules::RulesConfig,
     #[serde(default, rename = "output")]
     pub outputs: Vec<OutputConfig>,
     #[serde(default)]
@@ -65,6 +67,9 @@ impl Config {
         let mut cfg: Config = toml::from_str(text).map_err(|e| one_line_error(origin, text, &e))?;
         cfg.capture.validate().with_context(|| origin.to_string())?;
         cfg.l4.validate().with_context(|| origin.to_string())?;
+        cfg.rules
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{origin}: rules: {e}"))?;
         if cfg.sensor.queue_capacity == 0 {
             anyhow::bail!("{origin}: sensor.queue_capacity must be at least 1");
         }

@@ -101,7 +101,8 @@ impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             enabled: true,
-            path: PathBuf::from("/var/lib/gatewatch/audit/audit.jsonl"),
+            // `{state_dir}` is expanded by the config loader.
+            path: PathBuf::from("{state_dir}/audit/audit.jsonl"),
             fsync: FsyncPolicy::default(),
             rotate_bytes: 100 * 1024 * 1024,
             rotate_secs: 24 * 3600,

@@ -3,6 +3,7 @@
 pub mod pipeline;
 pub mod replay;
 pub mod run;
+pub mod workers;
 
 use std::path::PathBuf;
 
@@ -86,7 +87,10 @@ pub struct RunArgs {
     /// stdout, jsonl:PATH or kafka:BROKER[,BROKER]/TOPIC (repeatable); replaces the config's outputs.
     #[arg(long = "output")]
     pub outputs: Vec<OutputSpec>,
-    /// Validate the config (and rules) and exit.
+    /// Rules directory; replaces rules.dir.
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+    /// Validate the config and the rules, then exit.
     #[arg(long)]
     pub check_config: bool,
 }
@@ -102,6 +106,9 @@ pub struct ReplayArgs {
     /// stdout, jsonl:PATH (repeatable). Default: stdout.
     #[arg(long = "output")]
     pub outputs: Vec<OutputSpec>,
+    /// Rules directory; replaces rules.dir.
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
 }
 
 pub fn init_logging(format: LogFormat) {

@@ -1,11 +1,13 @@
-//! What happens to an event after capture: serialise once, hand to every
-//! output that wants events. (Rules and alerts plug in here.)
+//! The writer end of the path: event and alert lines to every output that
+//! wants them, alerts into the audit trail, counts into metrics.
 
 use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::events::Event;
+use crate::alerts::Alert;
+use crate::audit::{AuditKind, AuditWriter};
+use crate::events::{Event, EventKind};
 use crate::metrics::{Health, Metrics};
 use crate::sinks::{Output, OutputConfig, RecordKind};
 
@@ -13,7 +15,9 @@ pub struct Pipeline {
     outputs: Vec<Output>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    audit: Option<AuditWriter>,
     pub events: u64,
+    pub alerts: u64,
     pub output_errors: u64,
 }
 
@@ -22,6 +26,7 @@ impl Pipeline {
         outputs: &[OutputConfig],
         metrics: Arc<Metrics>,
         health: Arc<Health>,
+        audit: Option<AuditWriter>,
     ) -> Result<Pipeline> {
         let outputs = outputs
             .iter()
@@ -31,7 +36,9 @@ impl Pipeline {
             outputs,
             metrics,
             health,
+            audit,
             events: 0,
+            alerts: 0,
             output_errors: 0,
         })
     }
@@ -53,12 +60,62 @@ impl Pipeline {
         }
     }
 
-    pub fn handle_event(&mut self, ev: &Event) {
+    /// An event already serialised by a worker, with the alerts it raised.
+    pub fn handle(&mut self, kind: EventKind, line: Option<&str>, alerts: &[Alert]) {
         self.events += 1;
-        self.metrics.event(ev.kind.as_str());
-        match serde_json::to_string(ev) {
-            Ok(line) => self.write(RecordKind::Event, &line),
-            Err(e) => tracing::error!("serialising event: {e}"),
+        self.metrics.event(kind.as_str());
+        if let Some(line) = line {
+            self.write(RecordKind::Event, line);
+        }
+        for alert in alerts {
+            self.handle_alert(alert);
+        }
+    }
+
+    pub fn handle_event(&mut self, ev: &Event, alerts: &[Alert]) {
+        let line = serde_json::to_string(ev).ok();
+        self.handle(ev.kind, line.as_deref(), alerts);
+    }
+
+    fn handle_alert(&mut self, alert: &Alert) {
+        self.alerts += 1;
+        self.metrics
+            .alert(alert.rule_id(), alert.severity().as_str());
+        self.write(RecordKind::Alert, &alert.to_json());
+        if let Some(audit) = self.audit.as_mut() {
+            let value = serde_json::to_value(alert).unwrap_or(serde_json::Value::Null);
+            match audit.record(AuditKind::Alert, &value) {
+                Ok(_) => self.metrics.audit_records.inc(),
+                Err(e) => {
+                    self.metrics.audit_errors.inc();
+                    tracing::error!("audit trail: {e}");
+                }
+            }
+        }
+    }
+
+    pub fn ruleset_change(&mut self, value: &serde_json::Value) {
+        if let Some(audit) = self.audit.as_mut() {
+            if let Err(e) = audit.record(AuditKind::RulesetChange, value) {
+                self.metrics.audit_errors.inc();
+                tracing::error!("audit trail: {e}");
+            }
+        }
+    }
+
+    /// Periodic upkeep: fsync per policy, and log the chain head as an anchor when due.
+    pub fn tick(&mut self, fsync_on_tick: bool) {
+        if let Some(audit) = self.audit.as_mut() {
+            if fsync_on_tick {
+                if let Err(e) = audit.sync() {
+                    tracing::error!("audit trail: {e}");
+                }
+            }
+            match audit.maybe_anchor() {
+                Ok(Some(head)) => tracing::info!(seq = head.seq, hash = %head.hash, "audit anchor"),
+                Ok(None) => {}
+                Err(e) => tracing::error!("audit anchor: {e}"),
+            }
         }
     }
 

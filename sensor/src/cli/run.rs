@@ -1,14 +1,22 @@
 //! `gatewatch run`: load, attach, stream until SIGINT/SIGTERM, detach.
+//!
+//! Threads: this one polls the ring buffer and the kernel counters; rule
+//! workers (one Rhai engine each) evaluate events sharded by flow; one writer
+//! thread owns the outputs, the audit trail and the alert metrics.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use crossbeam_channel::RecvTimeoutError;
 use libbpf_rs::RingBufferBuilder;
 
 use super::pipeline::Pipeline;
+use super::workers::{CurrentRules, Output, Workers};
 use super::RunArgs;
+use crate::alerts::SensorIdentity;
+use crate::audit::{AuditWriter, FsyncPolicy};
 use crate::capture::attach::attach_iface;
 use crate::capture::clock::BootClock;
 use crate::capture::counters::KernelCounters;
@@ -17,12 +25,18 @@ use crate::capture::Probe;
 use crate::config::Config;
 use crate::events::{CaptureSource, Direction, Event, EventKind, SensorStats};
 use crate::metrics::{Health, Metrics, MetricsServer};
+use crate::rules::loader::load_configured;
+use crate::rules::{RuleSet, RuleState};
 use crate::sinks::OutputConfig;
 
-pub fn run_cmd(args: RunArgs) -> Result<()> {
+/// The config with the command line's overrides applied.
+pub fn effective_config(args: &RunArgs) -> Result<Config> {
     let mut cfg = Config::load(args.config.as_deref())?;
     if !args.ifaces.is_empty() {
         cfg.sensor.interfaces = args.ifaces.clone();
+    }
+    if let Some(dir) = &args.rules {
+        cfg.rules.dir = dir.clone();
     }
     if !args.outputs.is_empty() {
         cfg.outputs = args
@@ -35,8 +49,34 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
             })
             .collect();
     }
+    Ok(cfg)
+}
+
+pub fn load_rules(cfg: &Config) -> Result<RuleSet> {
+    load_configured(&cfg.rules).map_err(|e| anyhow::anyhow!("loading rules: {e}"))
+}
+
+fn identity(cfg: &Config) -> SensorIdentity {
+    let mut id = SensorIdentity::local();
+    if let Some(s) = &cfg.sensor.sensor_id {
+        id.sensor_id = s.clone();
+    }
+    id
+}
+
+fn ruleset_record(set: &RuleSet, reason: &str) -> serde_json::Value {
+    serde_json::json!({
+        "reason": reason,
+        "dir": set.dir().display().to_string(),
+        "rules": set.rules().iter().map(|r| serde_json::json!({"id": r.meta.id, "file": r.file})).collect::<Vec<_>>(),
+    })
+}
+
+pub fn run_cmd(args: RunArgs) -> Result<()> {
+    let cfg = effective_config(&args)?;
+    let rules = load_rules(&cfg)?;
     if args.check_config {
-        println!("config ok");
+        println!("config ok; {} rules", rules.len());
         return Ok(());
     }
 
@@ -55,6 +95,17 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     } else {
         None
     };
+    let audit = if cfg.audit.enabled {
+        Some(AuditWriter::open(&cfg.audit).with_context(|| {
+            format!(
+                "opening the audit trail {} (audit.path)",
+                cfg.audit.path.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    let fsync_on_tick = matches!(cfg.audit.fsync, FsyncPolicy::IntervalMs(_));
 
     let probe = Probe::load_with(&cfg.capture, &cfg.l4)?;
     let mut attachments = Vec::new();
@@ -66,43 +117,77 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
             cfg.capture.attach_mode,
         )?);
     }
-    // TLS plaintext via uprobes on libssl; None when disabled or unavailable (logged).
+    // TLS plaintext via libssl uprobes; failures are logged, packet capture goes on.
     let tls = crate::capture::tls::TlsProbe::start(&probe, &cfg.tls);
 
     let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
     }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .context("installing SIGHUP handler")?;
 
-    // Capture → pipeline: a bounded queue. When it is full the reader blocks,
-    // the kernel ring buffer absorbs the burst, and past that the kernel counts drops.
-    let (tx, rx) = crossbeam_channel::bounded::<Event>(cfg.sensor.queue_capacity);
-    let mut pipeline = Pipeline::new(&cfg.outputs, Arc::clone(&metrics), Arc::clone(&health))?;
-    let worker = std::thread::Builder::new()
-        .name("gw-pipeline".into())
+    // capture → (bounded, per worker) → rule workers → (bounded) → writer.
+    // A full queue blocks the reader; the kernel ring buffer absorbs the burst;
+    // past that the kernel counts drops, which are reported. Never silent.
+    let n_workers = cfg.rules.workers.max(1);
+    let (out_tx, out_rx) = crossbeam_channel::bounded::<Output>(cfg.sensor.queue_capacity);
+    let current = CurrentRules::new(rules);
+    let state = Arc::new(RuleState::new(&cfg.rules));
+    let workers = Workers::spawn(
+        n_workers,
+        current.clone(),
+        Arc::clone(&state),
+        identity(&cfg),
+        cfg.sensor.queue_capacity / n_workers,
+        out_tx.clone(),
+    )?;
+    let mut pipeline = Pipeline::new(
+        &cfg.outputs,
+        Arc::clone(&metrics),
+        Arc::clone(&health),
+        audit,
+    )?;
+    pipeline.ruleset_change(&ruleset_record(&current.get(), "start"));
+    let writer = std::thread::Builder::new()
+        .name("gw-writer".into())
         .spawn(move || {
-            for ev in rx.iter() {
-                pipeline.handle_event(&ev);
-                // Batch writes under load, but never sit on events when idle.
-                if rx.is_empty() || pipeline.events % 256 == 0 {
-                    pipeline.flush();
+            let mut last_tick = Instant::now();
+            loop {
+                match out_rx.recv_timeout(Duration::from_millis(500)) {
+                    Ok(Output::Event { kind, line, alerts }) => {
+                        pipeline.handle(kind, line.as_deref(), &alerts);
+                        // Batch writes under load, but never sit on events when idle.
+                        if out_rx.is_empty() || pipeline.events % 256 == 0 {
+                            pipeline.flush();
+                        }
+                    }
+                    Ok(Output::RulesetChange(v)) => pipeline.ruleset_change(&v),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+                if last_tick.elapsed() >= Duration::from_secs(1) {
+                    pipeline.tick(fsync_on_tick);
+                    last_tick = Instant::now();
                 }
             }
             pipeline.flush();
+            pipeline.tick(fsync_on_tick);
             pipeline
         })
-        .context("starting pipeline thread")?;
+        .context("starting writer thread")?;
 
     let decode_errors = Arc::new(AtomicU64::new(0));
     let mut decoder = Decoder::new(probe.table.slot_names.clone(), CaptureSource::Net);
-    let ring_tx = tx.clone();
+    let dispatch = workers.dispatcher();
     let ring_errors = Arc::clone(&decode_errors);
     let mut builder = RingBufferBuilder::new();
     builder
         .add(&probe.skel.maps.gw_events, move |data: &[u8]| {
             match decoder.decode(data, None) {
                 Ok(ev) => {
-                    if ring_tx.send(ev).is_err() {
+                    if !dispatch.dispatch(ev) {
                         return -1;
                     }
                 }
@@ -118,7 +203,9 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     tracing::info!(
         interfaces = ?cfg.sensor.interfaces,
         outputs = cfg.outputs.len(),
-        "gatewatch running; SIGINT or SIGTERM to stop"
+        rules = current.get().len(),
+        workers = n_workers,
+        "gatewatch running; SIGINT or SIGTERM to stop, SIGHUP to reload rules"
     );
 
     let interval = Duration::from_secs(cfg.sensor.stats_interval_secs);
@@ -129,13 +216,16 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let l4_window = Duration::from_millis(cfg.l4.window_ms);
     let mut l4_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if reload.swap(false, Ordering::Relaxed) {
+            reload_rules(&args, &current, &out_tx);
+        }
         if cfg.l4.enabled && l4_at.elapsed() >= l4_window {
             let window_ms = l4_at.elapsed().as_millis() as u64;
             l4_at = Instant::now();
             match crate::capture::l4::flush(&probe, &cfg.l4, window_ms, BootClock::now_unix_ns()) {
                 Ok(events) => {
                     for ev in events {
-                        let _ = tx.send(ev);
+                        workers.dispatch(ev);
                     }
                 }
                 Err(e) => tracing::warn!("l4 counters: {e:#}"),
@@ -162,9 +252,14 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
                 );
             }
             drops_total += new_drops;
-            let ev = stats_event(&d, last_at.elapsed(), drops_total, dec - last_decode_errors);
+            workers.dispatch(stats_event(
+                &d,
+                last_at.elapsed(),
+                drops_total,
+                dec - last_decode_errors,
+            ));
+            publish_rule_metrics(&metrics, &current.get());
             last_decode_errors = dec;
-            let _ = tx.send(ev);
             last = now;
             last_at = Instant::now();
         }
@@ -175,19 +270,63 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     drop(tls);
     let _ = ring.consume();
     drop(ring);
-    drop(tx);
-    let pipeline = worker
+    workers.join();
+    drop(out_tx);
+    let pipeline = writer
         .join()
-        .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))?;
+        .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
+    publish_rule_metrics(&metrics, &current.get());
     drop(metrics_server);
     let totals = probe.counters().unwrap_or_default();
     tracing::info!(
         events = pipeline.events,
+        alerts = pipeline.alerts,
         packets = totals.get("packets_seen"),
         ringbuf_drops = totals.get("ringbuf_drops"),
         "stopped"
     );
     Ok(())
+}
+
+/// SIGHUP: compile and check the new set first; a broken set is refused with
+/// every error's file and line, and the running set stays.
+fn reload_rules(args: &RunArgs, current: &CurrentRules, out: &crossbeam_channel::Sender<Output>) {
+    let cfg = match effective_config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("rule reload refused, config invalid ({e:#}); the running rules stay");
+            return;
+        }
+    };
+    match load_rules(&cfg) {
+        Ok(set) => {
+            let record = ruleset_record(&set, "reload");
+            tracing::info!(rules = set.len(), "rules reloaded");
+            current.replace(set);
+            let _ = out.send(Output::RulesetChange(record));
+        }
+        Err(e) => tracing::error!(
+            "rule reload refused; the running {} rules stay: {e:#}",
+            current.get().len()
+        ),
+    }
+}
+
+fn publish_rule_metrics(metrics: &Metrics, set: &RuleSet) {
+    for s in set.stats() {
+        metrics
+            .rule_evaluations
+            .with(&[&s.rule_id])
+            .set_total(s.evaluations);
+        metrics
+            .rule_errors
+            .with(&[&s.rule_id])
+            .set_total(s.errors + s.budget_exceeded);
+        metrics
+            .alerts_suppressed
+            .with(&[&s.rule_id])
+            .set_total(s.suppressed);
+    }
 }
 
 fn stats_event(

@@ -6,12 +6,19 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// Where packages install the default pack.
+pub const DEFAULT_RULES_DIR: &str = "/usr/share/gatewatch/rules";
+
 /// `[rules]` in gatewatch.toml. Every key is optional.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
-    /// Directory of `*.rhai` rules (searched recursively).
+    /// Directory of `*.rhai` rules (searched recursively). When it is the
+    /// packaged default and does not exist, the pack built into the binary is used.
     pub dir: PathBuf,
+    /// Local rules (e.g. `/etc/gatewatch/rules.d`): a local rule replaces the
+    /// pack's rule with the same id; new ids are added.
+    pub local_dir: Option<PathBuf>,
     /// Rule-evaluation worker threads.
     pub workers: usize,
     /// Keys kept by the stateful helpers (count/distinct/first_seen) across all
@@ -56,7 +63,8 @@ pub enum Threshold {
 impl Default for RulesConfig {
     fn default() -> Self {
         RulesConfig {
-            dir: PathBuf::from("/usr/share/gatewatch/rules"),
+            dir: PathBuf::from(DEFAULT_RULES_DIR),
+            local_dir: None,
             workers: 2,
             state_max_keys: 100_000,
             throttle_alerts: 5,

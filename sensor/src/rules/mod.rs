@@ -14,6 +14,7 @@ mod config;
 mod engine;
 mod eval;
 pub mod fixtures;
+pub mod loader;
 pub mod net;
 mod ruleset;
 mod state;
