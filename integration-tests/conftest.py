@@ -89,11 +89,16 @@ def sensor_factory(topo, tmp_path):
 
     def make(name="sensor", config: str | None = None, start=True) -> Sensor:
         wd = tmp_path / name
-        cfg = None
-        if config is not None:
-            wd.mkdir(parents=True, exist_ok=True)
-            cfg = wd / "gatewatch.toml"
-            cfg.write_text(config)
+        wd.mkdir(parents=True, exist_ok=True)
+        # Every sensor keeps its files (audit trail, spool) in its own directory
+        # and runs the repository's rule pack, never the machine's.
+        text = config or ""
+        if "[sensor]" not in text:
+            text = f'[sensor]\nstate_dir = "{wd / "state"}"\n' + text
+        if "[rules]" not in text:
+            text += f'\n[rules]\ndir = "{gwlib.REPO / "rules"}"\n'
+        cfg = wd / "gatewatch.toml"
+        cfg.write_text(text)
         s = Sensor(topo, wd, config=cfg)
         started.append(s)
         if start:

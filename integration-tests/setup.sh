@@ -15,6 +15,8 @@ have_cmd tshark  || need_pkgs+=(tshark)
 have_cmd ip      || need_pkgs+=(iproute2)
 have_cmd bpftool || [ -x /usr/sbin/bpftool ] || need_pkgs+=(bpftool)
 have_cmd rpm     || need_pkgs+=(rpm)
+have_cmd wrk     || need_pkgs+=(wrk)
+have_cmd nginx   || [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx)
 have_cmd hping3  || [ -x /usr/sbin/hping3 ] || need_pkgs+=(hping3)
 have_cmd systemd-analyze || need_pkgs+=(systemd)
 

@@ -117,6 +117,13 @@ pub fn template(kind: &str) -> Value {
                        "parse_errors": 0, "flow_continuations": 0, "flow_state_lost": 0,
                        "decode_errors": 0 }
         }),
+        "l4_window" => json!({
+            "kind": "l4_window", "time": "2026-01-15T10:00:00Z", "source": "net",
+            "ifindex": 0, "direction": "ingress",
+            "l4": { "scope": "service", "ip": "10.0.0.5", "port": 8080, "window_ms": 1000,
+                    "syn": 20, "synack": 20, "rst": 0, "fin": 18, "syn_rate": 20.0,
+                    "synack_ratio": 1.0, "distinct_sources": 3, "estimate_saturated": false }
+        }),
         "http_response" => json!({
             "kind": "http_response", "time": "2026-01-15T10:00:00Z", "source": "net",
             "iface": "eth0", "ifindex": 2, "direction": "egress",
