@@ -258,13 +258,6 @@ __noinline int gw_start_msg(struct __sk_buff *skb, struct gw_pkt *p, struct gw_w
 	return 0;
 }
 
-__noinline int gw_emit_msg(struct gw_work *w)
-{
-	if (!w)
-		return 0;
-	gw_emit(w);
-	return 0;
-}
 
 static __always_inline void gw_save_flow(struct gw_pkt *p, struct gw_work *w)
 {
@@ -277,17 +270,8 @@ static __always_inline void gw_save_flow(struct gw_pkt *p, struct gw_work *w)
  * past this packet (flow state saved). */
 static __always_inline int gw_skip_body(struct gw_pkt *p, struct gw_work *w, __u32 *pos)
 {
-	__u64 left = w->ps.body_remaining;
-	__u32 avail = p->plen - *pos;
-
-	if (left <= avail) {
-		*pos += left;
-		w->ps.body_remaining = 0;
+	if (!gw_body_consume(w, pos, p->plen))
 		return 0;
-	}
-	w->ps.body_remaining = left - avail;
-	w->ps.state = GW_S_BODY;
-	*pos = p->plen;
 	gw_save_flow(p, w);
 	return 1;
 }

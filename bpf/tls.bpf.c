@@ -227,13 +227,6 @@ __noinline int gw_tls_start_msg(struct gw_tls_call *c, struct gw_work *w)
 	return 0;
 }
 
-__noinline int gw_tls_emit_msg(struct gw_work *w)
-{
-	if (!w)
-		return 0;
-	gw_emit(w);
-	return 0;
-}
 
 static __always_inline void gw_tls_save(struct gw_tls_call *c, struct gw_work *w)
 {
@@ -244,17 +237,8 @@ static __always_inline void gw_tls_save(struct gw_tls_call *c, struct gw_work *w
 /* Skip body bytes; returns 1 when the body continues past this call (state saved). */
 static __always_inline int gw_tls_skip_body(struct gw_tls_call *c, struct gw_work *w, __u32 *pos)
 {
-	__u64 left = w->ps.body_remaining;
-	__u32 avail = c->len - *pos;
-
-	if (left <= avail) {
-		*pos += left;
-		w->ps.body_remaining = 0;
+	if (!gw_body_consume(w, pos, c->len))
 		return 0;
-	}
-	w->ps.body_remaining = left - avail;
-	w->ps.state = GW_S_BODY;
-	*pos = c->len;
 	gw_tls_save(c, w);
 	return 1;
 }
@@ -324,7 +308,7 @@ __noinline int gw_tls_data(struct gw_tls_call *c)
 			return 0;
 		}
 		if (w->ps.state == GW_S_ABORT) {
-			gw_tls_emit_msg(w);
+			gw_emit_msg(w);
 			return 0;
 		}
 		if (w->ps.state != GW_S_DONE) {
@@ -332,11 +316,11 @@ __noinline int gw_tls_data(struct gw_tls_call *c)
 				gw_tls_save(c, w); /* header block continues in the next call */
 			} else {
 				w->ev.anomalies |= GW_AN_TRUNCATED;
-				gw_tls_emit_msg(w);
+				gw_emit_msg(w);
 			}
 			return 0;
 		}
-		gw_tls_emit_msg(w);
+		gw_emit_msg(w);
 		if (w->ps.te_chunked_only)
 			return 0;
 		if (w->ev.content_length != ~0ULL) {
