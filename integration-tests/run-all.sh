@@ -11,10 +11,9 @@ echo "== build"
 cargo build --locked
 echo "== unit and kernel tests (cargo test)"
 cargo test --workspace --locked
-if [ -d rules ] && ls rules/*.rhai >/dev/null 2>&1; then
-  echo "== rule pack fixtures (gatewatch rules test rules/)"
-  target/debug/gatewatch rules test rules/
-fi
+echo "== rule pack fixtures (gatewatch rules test rules/)"
+target/debug/gatewatch rules check rules/
+target/debug/gatewatch rules test rules/
 echo "== packages (.deb, .rpm)"
 packaging/build-packages.sh
 echo "== end-to-end tests (network namespaces, curl, tshark, packages)"
