@@ -296,8 +296,15 @@ class Sensor:
         lines = data.split("\n")
         return [ln for ln in lines[:-1] if ln.strip()]
 
-    def events(self) -> list[dict]:
+    def records(self) -> list[dict]:
+        """Every JSON line: events and alerts (alerts are OCSF findings, with class_uid)."""
         return [json.loads(ln) for ln in self.stdout_lines()]
+
+    def events(self) -> list[dict]:
+        return [r for r in self.records() if "class_uid" not in r]
+
+    def alerts(self) -> list[dict]:
+        return [r for r in self.records() if "class_uid" in r]
 
     def wait_for(self, pred, count=1, timeout=8.0, settle=0.0) -> list[dict]:
         """Events matching `pred`, once at least `count` are there (bounded wait);

@@ -416,6 +416,9 @@ def test_every_line_is_json_and_matches_schema(topo, httpd, sensor_factory):
                 events.append(json.loads(line))
             except ValueError as e:
                 pytest.fail(f"{where}:{n} is not JSON: {e}: {line[:300]!r}")
+    # Alerts share the stream; they are OCSF findings, checked against their own schema.
+    alerts = [e for e in events if "class_uid" in e]
+    events = [e for e in events if "class_uid" not in e]
     kinds = {e["kind"] for e in events}
     assert {"http_request", "http_response", "sensor_stats"} <= kinds
 
@@ -430,4 +433,9 @@ def test_every_line_is_json_and_matches_schema(topo, httpd, sensor_factory):
     for ev in events:
         for err in validator.iter_errors(ev):
             errors.append(f"{err.message} at {list(err.absolute_path)} in {json.dumps(ev)[:300]}")
+    alert_schema = json.loads((gwlib.REPO / "schemas" / "alert.schema.json").read_text())
+    alert_validator = cls(alert_schema, format_checker=cls.FORMAT_CHECKER)
+    for a in alerts:
+        for err in alert_validator.iter_errors(a):
+            errors.append(f"alert: {err.message} at {list(err.absolute_path)}")
     assert not errors, "\n".join(errors[:20])

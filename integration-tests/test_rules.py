@@ -18,7 +18,7 @@ ALERT_SCHEMA = gwlib.REPO / "schemas" / "alert.schema.json"
 
 
 def alerts(sensor, rule=None):
-    out = [e for e in sensor.events() if "class_uid" in e]
+    out = sensor.alerts()
     return [a for a in out if rule is None or a["finding_info"]["analytic"]["uid"] == rule]
 
 
