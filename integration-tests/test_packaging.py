@@ -72,6 +72,10 @@ def test_installed_binary_version_and_config_check(deb, tmp_path):
     assert re.fullmatch(r"gatewatch \d+\.\d+\.\d+ \(([0-9a-f]{7,}|unknown)\)", v), v
     ok = sh("/usr/bin/gatewatch", "run", "--config", "/etc/gatewatch/gatewatch.toml", "--check-config")
     assert "config ok" in ok.stdout
+    # The installed pack is complete: every rule in the repository, compiling and passing its fixtures.
+    repo_rules = len(list((ROOT / "rules").rglob("*.rhai")))
+    assert f"; {repo_rules} rules" in ok.stdout, ok.stdout
+    sh("/usr/bin/gatewatch", "rules", "test", "/usr/share/gatewatch/rules")
     bad = tmp_path / "bad.toml"
     bad.write_text("[capture]\nparse_windw = 4096\n")
     r = sh("/usr/bin/gatewatch", "run", "--config", str(bad), "--check-config", check=False)
