@@ -12,33 +12,6 @@
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gatewatch's BPF parser assumes a little-endian target"
-/* Emit as a global function: verified once, however many call sites. */
-__noinline int gw_emit_msg(struct gw_work *w)
-{
-	if (!w)
-		return 0;
-	gw_emit(w);
-	return 0;
-}
-
-/* Consume the current message's body from [*pos, len). Returns 1 when the body
- * continues past len (the caller saves its state), 0 when it ended here. */
-static __always_inline int gw_body_consume(struct gw_work *w, __u32 *pos, __u32 len)
-{
-	__u64 left = w->ps.body_remaining;
-	__u32 avail = len - *pos;
-
-	if (left <= avail) {
-		*pos += left;
-		w->ps.body_remaining = 0;
-		return 0;
-	}
-	w->ps.body_remaining = left - avail;
-	w->ps.state = GW_S_BODY;
-	*pos = len;
-	return 1;
-}
-
 #endif
 
 enum gw_state {
