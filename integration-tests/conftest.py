@@ -72,13 +72,7 @@ def httpd(topo):
             pytest.fail(f"test HTTP server did not start: {line!r} {err}")
         yield specs
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        gwlib.stop_process(proc)
 
 
 @pytest.fixture

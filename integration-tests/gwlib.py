@@ -39,6 +39,17 @@ def run(cmd, *, check=True, timeout=30, **kw):
     )
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 5):
+    """Terminate a helper process, then kill it if it does not exit in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -64,13 +64,7 @@ def certs(tmp_path_factory):
 
 
 def _stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    gwlib.stop_process(proc)
 
 
 @pytest.fixture(scope="module")
