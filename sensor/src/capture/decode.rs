@@ -180,6 +180,8 @@ impl Decoder {
             credentials,
             anomalies,
             segments: u32::from(raw.segments.max(1)),
+            mcp_session: None,
+            mcp: None,
         }
     }
 

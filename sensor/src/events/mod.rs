@@ -131,6 +131,82 @@ pub struct HttpInfo {
     /// TCP segments the header block spanned (1 when it fit in one).
     #[serde(default = "one")]
     pub segments: u32,
+    /// MCP session id (`Mcp-Session-Id` header, or the legacy transport's
+    /// `session_id` query parameter): bearer-like, so only its shape and a keyed hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_session: Option<SessionIdShape>,
+    /// JSON-RPC metadata the kernel read from the first bytes of the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpInfo>,
+}
+
+/// Where an MCP session id was carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionIdOrigin {
+    /// `Mcp-Session-Id` header (Streamable HTTP).
+    Header,
+    /// `session_id=` in the request target (HTTP+SSE transport, 2024-11-05).
+    Query,
+    /// The `data:` URL of an SSE `event: endpoint` in a response body (HTTP+SSE transport).
+    SseEndpoint,
+}
+
+/// What the kernel reveals about an MCP session id: never the id itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionIdShape {
+    pub origin: SessionIdOrigin,
+    /// Length of the id in bytes.
+    pub length: u32,
+    /// SipHash-2-4 under this run's key, 16 lower-case hex digits (same key as credentials).
+    pub hash: String,
+    #[serde(default)]
+    pub hash_truncated: bool,
+    /// Number of distinct byte values in the id (a cheap low-entropy signal).
+    pub distinct_bytes: u32,
+    /// Some byte lies outside 0x21..=0x7E (the spec's visible-ASCII range).
+    #[serde(default)]
+    pub outside_visible_ascii: bool,
+}
+
+/// JSON-RPC 2.0 metadata from the first bytes of an HTTP body. The body itself
+/// never leaves the kernel (tool arguments can hold secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct McpInfo {
+    /// The body is a JSON object (or batch array) with a `"jsonrpc"` member.
+    pub jsonrpc: bool,
+    /// The body is a JSON array (a batch); only its first element is read.
+    #[serde(default)]
+    pub batch: bool,
+    /// `method` of the (first) message, at most 64 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub method_truncated: bool,
+    /// The message has an `id` member (request or response, not a notification).
+    #[serde(default)]
+    pub has_id: bool,
+    /// `params.name` (tools/call, prompts/get) or `params.uri` (resources/read), at most 128 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params_name: Option<String>,
+    #[serde(default)]
+    pub params_name_truncated: bool,
+    /// Responses: the message has a `result` / an `error` member.
+    #[serde(default)]
+    pub has_result: bool,
+    #[serde(default)]
+    pub has_error: bool,
+    /// How the body scan ended: "complete" (every member looked for was decided),
+    /// "window" (stopped at the kernel's body-scan bound), "not_json", "no_body",
+    /// or "ended" (the body or the flow ended first).
+    pub body_scan: String,
+    /// Body bytes the kernel looked at.
+    #[serde(default)]
+    pub body_bytes_scanned: u32,
+    /// Response of Content-Type text/event-stream whose first SSE event is
+    /// `event: endpoint` (HTTP+SSE transport); the session id in its URL is in `mcp_session`.
+    #[serde(default)]
+    pub sse_endpoint: bool,
 }
 
 fn one() -> u32 {
