@@ -3,6 +3,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use gatewatch::cli::{self, AuditCommand, Cli, Command, RulesCommand};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Cli::parse();
     cli::init_logging(args.log_format);
