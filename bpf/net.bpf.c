@@ -239,6 +239,7 @@ __noinline int gw_feed_payload(struct __sk_buff *skb, struct gw_pkt *p, struct g
 			return pos;
 		ctx.w = w;
 		ctx.buf = ch->b;
+		ctx.len = n;
 		bpf_loop(n, gw_feed_cb, &ctx, 0);
 		pos += ctx.consumed;
 		if (w->ps.state == GW_S_DONE || w->ps.state == GW_S_ABORT || w->ps.state == GW_S_DISCARD)

@@ -210,6 +210,7 @@ __noinline int gw_tls_feed(struct gw_tls_call *c, struct gw_work *w, struct gw_c
 		}
 		ctx.w = w;
 		ctx.buf = ch->b;
+		ctx.len = n;
 		bpf_loop(n, gw_feed_cb, &ctx, 0);
 		pos += ctx.consumed;
 		if (w->ps.state == GW_S_DONE || w->ps.state == GW_S_ABORT || w->ps.state == GW_S_DISCARD)

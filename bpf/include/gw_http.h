@@ -583,24 +583,112 @@ done:
 	return 1;
 }
 
+#define GW_ONES 0x0101010101010101ULL
+#define GW_HIGHS 0x8080808080808080ULL
+/* Per byte of a little-endian word: high bit set where the byte is zero /
+ * below n (n <= 128). Exact as to whether any byte qualifies. */
+#define GW_HAS_ZERO(x) (((x) - GW_ONES) & ~(x) & GW_HIGHS)
+#define GW_HAS_LESS(x, n) (((x) - GW_ONES * (n)) & ~(x) & GW_HIGHS)
+
+/* Eight header-value bytes in one step (SWAR): taken only when the eight
+ * bytes are all printable ASCII (no CR, LF, tab, control or non-ASCII byte,
+ * which need the byte-at-a-time path) and nothing per-byte is pending (leading
+ * whitespace, the auth scheme, Content-Length digits, the value bound, the
+ * parse window). Returns 1 when it consumed the eight bytes, 0 to fall back.
+ * Same result as eight gw_http_step calls; the kernel tests check both paths. */
+static __always_inline int gw_value_fast8(struct gw_work *w, __u8 *buf, __u32 pos)
+{
+	struct gw_parse_state *ps = &w->ps;
+	__u8 slot = ps->cur_slot;
+	__u64 v;
+
+	if (ps->state != GW_S_VALUE || !ps->val_started || pos > GW_CHUNK - 8)
+		return 0;
+	if (ps->bytes + 8 > gw_parse_window)
+		return 0;
+	if (ps->cur_special == GW_HS_CONTENT_LENGTH)
+		return 0;
+	/* the auth scheme is read byte by byte up to its space; other credentials have none */
+	if (ps->cur_special == GW_HS_CRED && !ps->scheme_done &&
+	    (ps->cur_cred == GW_CRED_AUTHORIZATION || ps->cur_cred == GW_CRED_PROXY_AUTHORIZATION))
+		return 0;
+	__builtin_memcpy(&v, &buf[pos], 8);
+	/* any byte < 0x20, or any byte >= 0x80 */
+	if (GW_HAS_LESS(v, 0x20) | (v & GW_HIGHS))
+		return 0;
+	if (ps->cur_special == GW_HS_CRED) {
+		gw_siphash_word(&ps->sip, v);
+	} else if (slot < GW_HDR_SLOTS) {
+		struct gw_hdr_value *hv = &w->ev.hdrs[slot];
+		__u8 n = hv->len;
+
+		if (n <= GW_HDR_VALUE_LEN - 8) {
+			__builtin_memcpy(&hv->value[n & (GW_HDR_VALUE_LEN - 1)], &v, 8);
+			hv->len = n + 8;
+		} else if (n < GW_HDR_VALUE_LEN) {
+			return 0; /* the byte path fills the last few bytes and flags the cut */
+		} else {
+			hv->truncated = 1;
+			w->ev.anomalies |= GW_AN_VALUE_TRUNCATED;
+		}
+	}
+	ps->bytes += 8;
+	ps->val_total += 8;
+	return 1;
+}
+
+/* Eight header-name bytes in one step: all token characters (no ':', space,
+ * control, DEL or non-ASCII byte) and room for all eight in the name buffer.
+ * They are lower-cased as the byte path does. Returns 1 when consumed. */
+static __always_inline int gw_name_fast8(struct gw_work *w, __u8 *buf, __u32 pos)
+{
+	struct gw_parse_state *ps = &w->ps;
+	__u8 n = ps->name_len;
+	__u64 v, upper;
+
+	if (ps->state != GW_S_NAME || pos > GW_CHUNK - 8 || n > GW_HDR_NAME_LEN - 8)
+		return 0;
+	if (ps->bytes + 8 > gw_parse_window)
+		return 0;
+	__builtin_memcpy(&v, &buf[pos], 8);
+	if ((v & GW_HIGHS) | GW_HAS_LESS(v, 0x21) | GW_HAS_ZERO(v ^ (GW_ONES * ':')) |
+	    GW_HAS_ZERO(v ^ (GW_ONES * 0x7f)))
+		return 0;
+	/* 'A'..'Z' -> 'a'..'z': bytes >= 'A' and not > 'Z' get 0x20 added */
+	upper = (v + GW_ONES * (0x80 - 'A')) & ~(v + GW_ONES * (0x80 - 'Z' - 1)) & GW_HIGHS;
+	v |= upper >> 2;
+	__builtin_memcpy(&ps->name.name[n & (GW_HDR_NAME_LEN - 1)], &v, 8);
+	ps->name_len = n + 8;
+	ps->bytes += 8;
+	return 1;
+}
+
 /* bpf_loop context: the work area and the chunk of bytes being fed. */
 struct gw_feed_ctx {
 	struct gw_work *w;
 	__u8 *buf;
-	__u32 consumed;
-	__u32 _pad;
+	__u32 consumed; /* bytes of buf taken so far */
+	__u32 len; /* bytes in buf */
 };
 
+/* One parse step: eight value bytes when the fast path allows, else one byte.
+ * Callers run bpf_loop for len iterations; the loop stops early once every
+ * byte is consumed or the message ended. */
 static long gw_feed_cb(__u64 idx, void *data)
 {
 	struct gw_feed_ctx *c = data;
 	struct gw_work *w = c->w;
 	__u8 *buf = c->buf;
+	__u32 pos = c->consumed;
 
-	if (!w || !buf)
+	if (!w || !buf || pos >= c->len || pos >= GW_CHUNK)
 		return 1;
-	c->consumed = idx + 1;
-	return gw_http_step(w, buf[idx & (GW_CHUNK - 1)]);
+	if (pos + 8 <= c->len && (gw_value_fast8(w, buf, pos) || gw_name_fast8(w, buf, pos))) {
+		c->consumed = pos + 8;
+		return 0;
+	}
+	c->consumed = pos + 1;
+	return gw_http_step(w, buf[pos & (GW_CHUNK - 1)]);
 }
 
 /* Finish an aborted or completed message before it is emitted. */

@@ -344,3 +344,81 @@ fn unknown_methods_are_flagged_and_lookalikes_ignored() {
     }
     assert!(p.counters().unwrap().get("not_http") >= 4);
 }
+
+/// The eight-bytes-at-a-time value path must give exactly what the byte path
+/// gives: every value length 1..=140 (copy bound at 128), every credential kind,
+/// each split across two segments at every offset inside the value.
+#[test]
+fn word_at_a_time_values_match_the_reference_at_every_length_and_split() {
+    require_root!();
+    let p = probe();
+    let key = p
+        .skel
+        .maps
+        .gw_hash_key
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .unwrap()
+        .unwrap();
+    let k0 = u64::from_le_bytes(key[..8].try_into().unwrap());
+    let k1 = u64::from_le_bytes(key[8..16].try_into().unwrap());
+    let reference = |v: &str| {
+        let mut s = siphasher::sip::SipHasher24::new_with_keys(k0, k1);
+        s.write(v.as_bytes());
+        format!("{:016x}", s.finish())
+    };
+    let alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~+/= ";
+    let mut seq = 7000u32;
+    for len in 1..=140usize {
+        let value: String = alphabet.chars().cycle().skip(len).take(len).collect();
+        let value = value.trim().to_string();
+        if value.is_empty() {
+            continue;
+        }
+        let auth = format!("Bearer {value}");
+        let req = format!(
+            "GET /w HTTP/1.1\r\nHost: h\r\nUser-Agent: {value}\r\nAuthorization: {auth}\r\nCookie: {value}\r\nX-Api-Key: {value}\r\n\r\n"
+        );
+        let whole = run_frames(&p, &[v4(&FLOW, seq, req.as_bytes())]).unwrap();
+        seq += 100_000;
+        assert_eq!(whole.len(), 1, "len {len}");
+        let h = http(&whole[0]);
+        let ua = &h.headers["user-agent"];
+        assert_eq!(ua.as_str(), &value[..value.len().min(128)], "len {len}");
+        assert_eq!(
+            h.truncated_headers.contains(&"user-agent".to_string()),
+            value.len() > 128,
+            "len {len}"
+        );
+        assert_eq!(
+            h.credentials["authorization"].hash,
+            reference(&auth),
+            "len {len}"
+        );
+        assert_eq!(h.credentials["authorization"].scheme, "bearer");
+        assert_eq!(h.credentials["cookie"].hash, reference(&value), "len {len}");
+        assert_eq!(
+            h.credentials["x-api-key"].hash,
+            reference(&value),
+            "len {len}"
+        );
+        assert_eq!(h.credentials["cookie"].length as usize, value.len());
+        // A split inside the Authorization value, at a few offsets per length.
+        let at = req.find("Authorization: ").unwrap() + 15;
+        for off in [1, 3, 7, 8, 9].into_iter().filter(|o| *o < auth.len()) {
+            let cut = at + off;
+            let frames = [
+                v4(&FLOW, seq, &req.as_bytes()[..cut]),
+                v4(&FLOW, seq + cut as u32, &req.as_bytes()[cut..]),
+            ];
+            seq += 100_000;
+            let split = run_frames(&p, &frames).unwrap();
+            assert_eq!(split.len(), 1, "len {len} cut {off}");
+            assert_eq!(
+                http(&split[0]).credentials["authorization"].hash,
+                reference(&auth),
+                "len {len} cut {off}"
+            );
+            assert_eq!(http(&split[0]).headers, h.headers, "len {len} cut {off}");
+        }
+    }
+}

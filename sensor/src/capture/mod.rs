@@ -50,7 +50,7 @@ impl Default for CaptureConfig {
                 .collect(),
             ports: Vec::new(),
             parse_window: 16384,
-            ringbuf_mb: 16,
+            ringbuf_mb: 8,
             flow_table_size: 2048,
             attach_mode: attach::AttachMode::Auto,
         }

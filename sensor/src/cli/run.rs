@@ -238,7 +238,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
         // Drain on a timer instead of waking on every event: at a few thousand
         // events/s, per-event wake-ups of this thread and of the workers cost
         // the gateway more latency than the parsing does. `consume` empties the
-        // ring; the 16 MB ring holds far more than one interval of traffic.
+        // ring; the ring (capture.ringbuf_mb) holds far more than one interval.
         let n = ring.consume_raw();
         if n < 0 && !stop.load(Ordering::Relaxed) {
             tracing::warn!(
