@@ -85,7 +85,11 @@ fn response_status_and_session_header() {
     let h = http(&evs[0]);
     assert_eq!(evs[0].kind, EventKind::HttpResponse);
     assert_eq!(h.status, Some(201));
-    assert_eq!(h.headers["mcp-session-id"], "1868a90c");
+    // The session id is bearer-like: hashed and measured, never copied.
+    assert!(!h.headers.contains_key("mcp-session-id"));
+    let sess = h.mcp_session.as_ref().expect("session id shape");
+    assert_eq!(sess.length, 8);
+    assert!(!serde_json::to_string(&evs[0]).unwrap().contains("1868a90c"));
     assert_eq!(h.content_length, Some(2));
     assert!(h.credentials.contains_key("set-cookie"));
     assert!(!serde_json::to_string(&evs[0])
@@ -421,4 +425,229 @@ fn word_at_a_time_values_match_the_reference_at_every_length_and_split() {
             assert_eq!(http(&split[0]).headers, h.headers, "len {len} cut {off}");
         }
     }
+}
+
+fn reference_hash(p: &Probe, v: &[u8]) -> String {
+    let key = p
+        .skel
+        .maps
+        .gw_hash_key
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .unwrap()
+        .unwrap();
+    let k0 = u64::from_le_bytes(key[..8].try_into().unwrap());
+    let k1 = u64::from_le_bytes(key[8..16].try_into().unwrap());
+    let mut s = siphasher::sip::SipHasher24::new_with_keys(k0, k1);
+    s.write(v);
+    format!("{:016x}", s.finish())
+}
+
+fn post_json(path: &str, extra: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: mcp.example\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn mcp(ev: &Event) -> &gatewatch::events::McpInfo {
+    http(ev).mcp.as_ref().expect("mcp block")
+}
+
+const CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"SECRET-ARGUMENT"}}}"#;
+
+#[test]
+fn json_rpc_method_id_and_name_come_from_the_body_never_the_body_itself() {
+    require_root!();
+    let p = probe();
+    let evs = run_frames(&p, &[v4(&FLOW, 1, &post_json("/mcp", "", CALL))]).unwrap();
+    assert_eq!(evs.len(), 1);
+    let m = mcp(&evs[0]);
+    assert!(m.jsonrpc && m.has_id && !m.batch);
+    assert_eq!(m.method.as_deref(), Some("tools/call"));
+    assert_eq!(m.params_name.as_deref(), Some("echo"));
+    assert_eq!(m.body_scan, "complete");
+    // Decided once params.name was read: the arguments were never scanned.
+    assert!((m.body_bytes_scanned as usize) < CALL.find("SECRET").unwrap());
+    assert!(!serde_json::to_string(&evs[0])
+        .unwrap()
+        .contains("SECRET-ARGUMENT"));
+}
+
+#[test]
+fn body_in_the_next_segment_or_split_anywhere_gives_the_same_metadata() {
+    require_root!();
+    let p = probe();
+    let req = post_json("/mcp", "", CALL);
+    let hdr_end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut seq = 50_000u32;
+    for cut in (hdr_end - 3)..(hdr_end + 60) {
+        let frames = [
+            v4(&FLOW, seq, &req[..cut]),
+            v4(&FLOW, seq + cut as u32, &req[cut..]),
+        ];
+        seq += 100_000;
+        let evs = run_frames(&p, &frames).unwrap();
+        assert_eq!(evs.len(), 1, "cut at {cut}");
+        let m = mcp(&evs[0]);
+        assert_eq!(m.method.as_deref(), Some("tools/call"), "cut at {cut}");
+        assert_eq!(m.params_name.as_deref(), Some("echo"), "cut at {cut}");
+        assert!(m.has_id && m.jsonrpc, "cut at {cut}");
+        assert_eq!(m.body_scan, "complete", "cut at {cut}");
+    }
+}
+
+#[test]
+fn batches_notifications_responses_and_non_json() {
+    require_root!();
+    let p = probe();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (post_json("/mcp", "", r#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#), "batch"),
+        (post_json("/mcp", "", r#"{"method":"notifications/initialized","jsonrpc":"2.0"}"#), "notification"),
+        (post_json("/mcp", "", r#"{"id":"a\"b","params":{"uri":"file:///etc/hosts"},"jsonrpc":"2.0","method":"resources/read"}"#), "uri"),
+        (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 51\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}    ".to_vec(), "response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"error\":{\"code\":-32601}}\r\n\r\n".to_vec(), "sse reply"),
+        (post_json("/mcp", "MCP-Protocol-Version: 2025-06-18\r\n", "hello, not json"), "not json"),
+        (post_json("/mcp", "", &format!(r#"{{"jsonrpc":"2.0","params":{{"arguments":{{"x":"{}"}},"name":"n"}},"method":"tools/call","id":1}}"#, "A".repeat(700))), "window"),
+    ];
+    for (i, (bytes, what)) in cases.iter().enumerate() {
+        let flow = Flow {
+            sport: 42000 + i as u16,
+            ..FLOW
+        };
+        let evs = run_frames(&p, &[v4(&flow, 1, bytes)]).unwrap();
+        assert_eq!(evs.len(), 1, "{what}");
+        assert!(http(&evs[0]).mcp.is_some(), "{what}");
+        let m = mcp(&evs[0]);
+        match *what {
+            "batch" => {
+                assert!(m.batch && m.jsonrpc && !m.has_id);
+                assert_eq!(m.method.as_deref(), Some("notifications/initialized"));
+                assert_eq!(m.body_scan, "complete");
+            }
+            "notification" => {
+                assert!(!m.has_id && m.jsonrpc);
+                assert_eq!(m.body_scan, "complete");
+            }
+            "uri" => {
+                assert!(m.has_id);
+                assert_eq!(m.method.as_deref(), Some("resources/read"));
+                assert_eq!(m.params_name.as_deref(), Some("file:///etc/hosts"));
+            }
+            "response" => {
+                assert!(m.has_result && m.has_id && m.jsonrpc && m.method.is_none());
+                assert_eq!(m.body_scan, "complete");
+            }
+            "sse reply" => {
+                assert!(m.has_error && m.has_id && m.jsonrpc);
+                assert!(!m.sse_endpoint);
+            }
+            "not json" => assert_eq!(m.body_scan, "not_json"),
+            "window" => {
+                assert_eq!(m.body_scan, "window");
+                assert!(m.method.is_none());
+                assert_eq!(m.body_bytes_scanned, 512);
+            }
+            _ => unreachable!(),
+        }
+    }
+    // Plain web traffic carries no MCP block at all.
+    let evs = run_frames(
+        &p,
+        &[v4(&FLOW, 1, b"GET /index.html HTTP/1.1\r\nHost: h\r\n\r\n")],
+    )
+    .unwrap();
+    assert!(http(&evs[0]).mcp.is_none());
+}
+
+#[test]
+fn session_ids_are_hashed_with_their_shape_and_query_secrets_masked() {
+    require_root!();
+    let p = probe();
+    let ids: [&[u8]; 4] = [
+        b"a",
+        b"aaaaaaaaaaaaaaaa",
+        b"0f3c9e1a-77b2-4d0e-9a51-3c1f2e7d8b90",
+        b"bad\x01id",
+    ];
+    for (i, id) in ids.iter().enumerate() {
+        let mut req = b"POST /mcp HTTP/1.1\r\nHost: h\r\nMcp-Session-Id: ".to_vec();
+        req.extend_from_slice(id);
+        req.extend_from_slice(b"\r\n\r\n");
+        let flow = Flow {
+            sport: 43000 + i as u16,
+            ..FLOW
+        };
+        let evs = run_frames(&p, &[v4(&flow, 1, &req)]).unwrap();
+        let s = http(&evs[0]).mcp_session.as_ref().expect("session");
+        assert_eq!(s.length as usize, id.len());
+        assert_eq!(s.hash, reference_hash(&p, id));
+        let distinct: std::collections::BTreeSet<_> = id.iter().collect();
+        assert_eq!(s.distinct_bytes as usize, distinct.len());
+        assert_eq!(s.outside_visible_ascii, id.contains(&1));
+        // With a session id present the message counts as MCP traffic.
+        assert_eq!(mcp(&evs[0]).body_scan, "no_body");
+    }
+
+    // Legacy HTTP+SSE transport: the id in the query is hashed and masked.
+    let req = b"POST /messages/?session_id=abc123def&x=1&access_token=TOPSECRET HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    let evs = run_frames(&p, &[v4(&FLOW, 1, req)]).unwrap();
+    let h = http(&evs[0]);
+    assert_eq!(
+        h.path.as_deref(),
+        Some("/messages/?session_id=*********&x=1&access_token=*********")
+    );
+    let s = h.mcp_session.as_ref().unwrap();
+    assert_eq!(s.origin, gatewatch::events::SessionIdOrigin::Query);
+    assert_eq!(s.hash, reference_hash(&p, b"abc123def"));
+    let json = serde_json::to_string(&evs[0]).unwrap();
+    assert!(!json.contains("abc123def") && !json.contains("TOPSECRET"));
+
+    // Its SSE endpoint event: the same id, hashed from the data: URL.
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\r\nevent: endpoint\r\ndata: /messages/?session_id=abc123def\r\n\r\n";
+    let evs = run_frames(
+        &p,
+        &[v4(
+            &Flow {
+                sport: 8000,
+                dport: 45000,
+                ..FLOW
+            },
+            1,
+            resp,
+        )],
+    )
+    .unwrap();
+    let h = http(&evs[0]);
+    assert!(mcp(&evs[0]).sse_endpoint);
+    let s = h.mcp_session.as_ref().unwrap();
+    assert_eq!(s.origin, gatewatch::events::SessionIdOrigin::SseEndpoint);
+    assert_eq!(s.hash, reference_hash(&p, b"abc123def"));
+    assert!(!serde_json::to_string(&evs[0])
+        .unwrap()
+        .contains("abc123def"));
+}
+
+#[test]
+fn a_request_waiting_for_its_body_is_emitted_when_the_flow_ends() {
+    require_root!();
+    let p = probe();
+    let mut req = post_json("/mcp", "MCP-Protocol-Version: 2025-06-18\r\n", CALL);
+    req.truncate(req.len() - CALL.len()); // headers only
+    let evs = run_frames(&p, &[v4(&FLOW, 1, &req)]).unwrap();
+    assert!(evs.is_empty(), "waits for the body");
+    let evs = run_frames(&p, &[v4(&FLOW, 1, &req), common::v4_ctl(&FLOW, 0x11)]).unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(mcp(&evs[0]).body_scan, "ended");
+    // A request that is not JSON never waits.
+    let evs = run_frames(
+        &p,
+        &[v4(
+            &FLOW,
+            1,
+            b"POST /form HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n",
+        )],
+    )
+    .unwrap();
+    assert_eq!(evs.len(), 1);
 }
