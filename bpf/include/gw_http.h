@@ -424,6 +424,23 @@ static __always_inline __u8 gw_query_byte(struct gw_work *w, __u8 b, __u8 origin
 	return b;
 }
 
+/* Out of line: the query and session code is rare, and keeping it out of the
+ * per-byte step keeps that step small. Verified once per program. */
+__noinline int gw_query_byte_g(struct gw_work *w, __u32 b, __u32 origin)
+{
+	if (!w)
+		return b & 0xff;
+	return gw_query_byte(w, b, origin);
+}
+
+__noinline int gw_sess_byte_g(struct gw_work *w, __u32 b)
+{
+	if (!w)
+		return 0;
+	gw_sess_byte(w, b);
+	return 0;
+}
+
 /* End of a URL: a session id still being read is complete. */
 static __always_inline void gw_query_end(struct gw_work *w)
 {
@@ -551,7 +568,7 @@ static __always_inline void gw_value_byte(struct gw_work *w, __u8 b)
 		return;
 	}
 	if (ps->cur_special == GW_HS_MCP_SESSION) {
-		gw_sess_byte(w, b);
+		gw_sess_byte_g(w, b);
 		return;
 	}
 	if (ps->cur_special == GW_HS_CONTENT_TYPE && ps->ct_len < 16) {
@@ -658,7 +675,8 @@ static __always_inline int gw_http_step(struct gw_work *w, __u8 b)
 				ev->anomalies |= GW_AN_NON_ASCII;
 			else if (b < 0x20)
 				ev->anomalies |= GW_AN_CONTROL_CHAR;
-			b = gw_query_byte(w, b, GW_SESS_QUERY);
+			if (ps->in_query || b == '?')
+				b = gw_query_byte_g(w, b, GW_SESS_QUERY);
 			if (ev->path_len < GW_PATH_LEN) {
 				ev->path[ev->path_len & (GW_PATH_LEN - 1)] = b;
 				ev->path_len++;
