@@ -239,16 +239,22 @@ def main():
                       f"({100.0 * r['captured'] / max(r['requests'], 1):.2f}%), ring-buffer drops {r['drops']}, "
                       f"CPU {r['cpu_s']:.1f}s ({100 * r['cpu_s'] / a.seconds:.0f}% of a core), "
                       f"peak RSS {r['rss_mb']:.1f} MB, TC program {r['tc_ns']:.0f} ns/packet over {r['tc_runs']} packets")
+                # What one request costs, wherever the CPU comes from: the kernel
+                # program (softirq, both directions) and the sensor process.
+                per_req = max(r['requests'], 1)
+                print(f"{'':14}per request: kernel {r['tc_ns'] * r['tc_runs'] / per_req / 1000:.2f} us, "
+                      f"sensor process {r['cpu_s'] * 1e6 / max(r['captured'], 1):.2f} us per captured request")
         rates = [int(x) for x in a.rates.split(",") if x.strip()]
         if rates:
-            print(f"\nload step: fixed rates, {a.seconds}s each (achieved rate from wrk)")
+            print(f"\nload step: fixed rates, {a.seconds}s each (achieved rate from wrk; "
+                  "captured counts requests in flight at the end too, so it is capped at 100%)")
             print(f"{'target':>8}{'no-sensor rps':>15}{'p99 ms':>8}{'sensor rps':>12}{'p99 ms':>8}"
                   f"{'captured':>10}{'drops':>8}{'CPU %':>7}{'RSS MB':>8}{'TC ns':>7}")
             for rate in rates:
                 b = wrk(a.seconds, a.connections, rate, tmp)
                 r = with_sensor(tmp, a.seconds, a.connections, rate)
                 print(f"{rate:>8}{b['rps']:>15.0f}{b['p99_ms']:>8.2f}{r['rps']:>12.0f}{r['p99_ms']:>8.2f}"
-                      f"{100.0 * r['captured'] / max(r['requests'], 1):>9.2f}%{r['drops']:>8}"
+                      f"{min(100.0, 100.0 * r['captured'] / max(r['requests'], 1)):>9.2f}%{r['drops']:>8}"
                       f"{100 * r['cpu_s'] / a.seconds:>7.0f}{r['rss_mb']:>8.1f}{r['tc_ns']:>7.0f}")
     finally:
         Path("/proc/sys/kernel/bpf_stats_enabled").write_text(stats_was)
