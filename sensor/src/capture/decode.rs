@@ -247,7 +247,7 @@ fn mcp_info(m: &gw_mcp_body, info: &HttpInfo) -> Option<McpInfo> {
         params_name_truncated: m.name_truncated != 0,
         has_result: m.has_result != 0,
         has_error: m.has_error != 0,
-        body_scan: if result.is_empty() { "none" } else { result }.to_string(),
+        body_scan: if result.is_empty() { "ended" } else { result }.to_string(),
         body_bytes_scanned: m.scanned,
         sse_endpoint: m.sse_endpoint != 0,
     })
