@@ -314,6 +314,14 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			bpf_map_delete_elem(&gw_flows, &p->fk);
 			gw_count(GW_CNT_FLOW_CONTINUED);
 			resumed = 1;
+			if (gw_body_wait_over(w)) {
+				/* Waited too long for its body: emit it, then skip or drop the body. */
+				gw_body_scan_abandon(w);
+				gw_emit_msg(w);
+				if (!w->ps.jbody_cl)
+					return; /* the rest of a chunked or unbounded body is not parsed */
+				w->ps.state = GW_S_BODY;
+			}
 			if (w->ps.state == GW_S_BODY && gw_skip_body(p, w, &pos))
 				return;
 			if (w->ps.state == GW_S_BODY) {

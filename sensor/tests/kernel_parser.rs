@@ -651,3 +651,135 @@ fn a_request_waiting_for_its_body_is_emitted_when_the_flow_ends() {
     .unwrap();
     assert_eq!(evs.len(), 1);
 }
+
+/// A body in chunked transfer coding, `size` bytes per chunk.
+fn chunked(body: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in body.chunks(size) {
+        out.extend_from_slice(format!("{:X}\r\n", c.len()).as_bytes());
+        out.extend_from_slice(c);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+#[test]
+fn chunked_bodies_are_read_through_their_chunk_framing() {
+    require_root!();
+    let p = probe();
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let head = b"POST /mcp HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    // Chunk boundaries every 5 bytes, so "method" itself is cut by framing;
+    // the body starts in the next segment.
+    for (i, size) in [5usize, 13, 200].iter().enumerate() {
+        let flow = Flow {
+            sport: 46000 + i as u16,
+            ..FLOW
+        };
+        let framed = chunked(body, *size);
+        let frames = [
+            v4(&flow, 1, head),
+            v4(&flow, 1 + head.len() as u32, &framed),
+        ];
+        let evs = run_frames(&p, &frames).unwrap();
+        assert_eq!(evs.len(), 1, "chunk size {size}");
+        let m = mcp(&evs[0]);
+        assert_eq!(m.method.as_deref(), Some("tools/list"), "chunk size {size}");
+        assert!(m.jsonrpc && m.has_id, "chunk size {size}");
+        assert_eq!(m.body_scan, "complete", "chunk size {size}");
+    }
+    // The last chunk ends the body: an unfinished JSON value is "ended".
+    let framed = chunked(br#"{"jsonrpc":"2.0","method":"x""#, 8);
+    let mut req = head.to_vec();
+    req.extend_from_slice(&framed);
+    let evs = run_frames(
+        &p,
+        &[v4(
+            &Flow {
+                sport: 46100,
+                ..FLOW
+            },
+            1,
+            &req,
+        )],
+    )
+    .unwrap();
+    assert_eq!(mcp(&evs[0]).body_scan, "ended");
+}
+
+#[test]
+fn legacy_sse_endpoint_in_a_later_chunked_segment() {
+    require_root!();
+    let p = probe();
+    let flow = Flow {
+        sport: 8000,
+        dport: 47000,
+        ..FLOW
+    };
+    let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n";
+    let ev =
+        b"event: endpoint\r\ndata: /messages/?session_id=9f8e7d6c5b4a39281706f5e4d3c2b1a0\r\n\r\n";
+    let framed = chunked(ev, 4096);
+    let frames = [
+        v4(&flow, 1, head),
+        v4(&flow, 1 + head.len() as u32, &framed[..30]),
+        v4(&flow, 1 + head.len() as u32 + 30, &framed[30..]),
+    ];
+    let evs = run_frames(&p, &frames).unwrap();
+    assert_eq!(evs.len(), 1);
+    let h = http(&evs[0]);
+    assert_eq!(h.status, Some(200));
+    assert!(mcp(&evs[0]).sse_endpoint);
+    let s = h
+        .mcp_session
+        .as_ref()
+        .expect("session from the endpoint URL");
+    assert_eq!(s.origin, gatewatch::events::SessionIdOrigin::SseEndpoint);
+    assert_eq!(s.length, 32);
+    // The same id later in a query string and in the header hashes the same.
+    let id = b"9f8e7d6c5b4a39281706f5e4d3c2b1a0";
+    assert_eq!(s.hash, reference_hash(&p, id));
+    let q = run_frames(
+        &p,
+        &[v4(
+            &Flow {
+                sport: 47001,
+                ..FLOW
+            },
+            1,
+            b"POST /messages/?session_id=9f8e7d6c5b4a39281706f5e4d3c2b1a0 HTTP/1.1\r\nHost: h\r\n\r\n",
+        )],
+    )
+    .unwrap();
+    assert_eq!(http(&q[0]).mcp_session.as_ref().unwrap().hash, s.hash);
+    let json = format!(
+        "{}{}",
+        serde_json::to_string(&evs[0]).unwrap(),
+        serde_json::to_string(&q[0]).unwrap()
+    );
+    assert!(!json.contains("9f8e7d6c5b4a"), "{json}");
+}
+
+#[test]
+fn a_message_waiting_too_long_for_its_body_is_emitted_ended() {
+    require_root!();
+    let cfg = CaptureConfig {
+        body_wait_ms: 1,
+        ..Default::default()
+    };
+    let p = Probe::load(&cfg).unwrap();
+    let req = post_json("/mcp", "MCP-Protocol-Version: 2025-06-18\r\n", CALL);
+    let hdr_end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(run_frames(&p, &[v4(&FLOW, 1, &req[..hdr_end])])
+        .unwrap()
+        .is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // The late body is skipped by its Content-Length; the next request parses.
+    let mut rest = req[hdr_end..].to_vec();
+    rest.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    let evs = run_frames(&p, &[v4(&FLOW, 1 + hdr_end as u32, &rest)]).unwrap();
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert_eq!(mcp(&evs[0]).body_scan, "ended");
+    assert_eq!(http(&evs[1]).path.as_deref(), Some("/next"));
+}
