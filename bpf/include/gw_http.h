@@ -376,6 +376,8 @@ static __always_inline void gw_sess_end(struct gw_work *w, int cut)
 	if (!w->ps.sess_active)
 		return;
 	ms->hash = gw_siphash_final(&w->ps.sip);
+	ms->distinct = __builtin_popcountll(ms->seen[0]) + __builtin_popcountll(ms->seen[1]) +
+		       __builtin_popcountll(ms->seen[2]) + __builtin_popcountll(ms->seen[3]);
 	ms->hash_truncated = cut;
 	ms->present = 1;
 	w->ps.sess_active = 0;
@@ -827,6 +829,9 @@ static __always_inline void gw_jcap_byte(struct gw_work *w, __u8 b)
 {
 	struct gw_mcp_body *m = &w->ev.mcp;
 
+	/* Method and name are printable ASCII on the way out; anything else is '?'. */
+	if (b < 0x20 || b > 0x7e)
+		b = '?';
 	if (w->ps.jcap == 1) {
 		if (m->method_len < GW_MCP_METHOD_LEN) {
 			m->method[m->method_len & (GW_MCP_METHOD_LEN - 1)] = b;
@@ -1416,6 +1421,8 @@ static long gw_feed_cb(__u64 idx, void *data)
 /* Finish an aborted or completed message before it is emitted. */
 static __always_inline void gw_msg_finish(struct gw_work *w)
 {
+	/* Which byte values a session id holds says something about it: only the count leaves. */
+	__builtin_memset(w->ev.mcp_sess.seen, 0, sizeof(w->ev.mcp_sess.seen));
 	if (w->ps.state != GW_S_DONE) {
 		w->ev.header_bytes = w->ps.bytes;
 		if (w->ps.cl_seen && w->ps.te_seen)

@@ -215,7 +215,7 @@ fn session_shape(s: &gw_mcp_sess) -> Option<SessionIdShape> {
         length: s.len,
         hash: format!("{:016x}", s.hash),
         hash_truncated: s.hash_truncated != 0,
-        distinct_bytes: s.seen.iter().map(|w| w.count_ones()).sum(),
+        distinct_bytes: u32::from(s.distinct),
         outside_visible_ascii: s.outside_visible != 0,
     })
 }
