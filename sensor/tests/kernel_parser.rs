@@ -783,3 +783,58 @@ fn a_message_waiting_too_long_for_its_body_is_emitted_ended() {
     assert_eq!(mcp(&evs[0]).body_scan, "ended");
     assert_eq!(http(&evs[1]).path.as_deref(), Some("/next"));
 }
+
+#[test]
+fn a_pcap_of_an_mcp_exchange_replays_to_the_same_mcp_events() {
+    require_root!();
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    let p = probe();
+    let req = post_json(
+        "/mcp",
+        "Mcp-Session-Id: 0f3c9e1a77b24d0e\r\nMCP-Protocol-Version: 2025-06-18\r\n",
+        CALL,
+    );
+    let hdr_end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 46\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"a\":[]}}    ";
+    let back = Flow {
+        src: FLOW.dst,
+        dst: FLOW.src,
+        sport: FLOW.dport,
+        dport: FLOW.sport,
+    };
+    let frames = [
+        v4(&FLOW, 1, &req[..hdr_end]),
+        v4(&FLOW, 1 + hdr_end as u32, &req[hdr_end..]),
+        v4(&back, 1, resp),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcp.pcap");
+    let mut w = PcapWriter::new(std::fs::File::create(&path).unwrap()).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        w.write_packet(&PcapPacket::new(
+            std::time::Duration::from_millis(i as u64),
+            f.len() as u32,
+            f,
+        ))
+        .unwrap();
+    }
+    drop(w);
+    let mut replayed = Vec::new();
+    gatewatch::capture::replay::replay(&p, &path, |ev| {
+        replayed.push(ev);
+        Ok(())
+    })
+    .unwrap();
+    // A fresh probe so that the flow table starts empty for the direct run too.
+    let direct = run_frames(&probe(), &frames).unwrap();
+    assert_eq!(replayed.len(), 2);
+    for (a, b) in replayed.iter().zip(direct.iter()) {
+        assert_eq!(http(a).mcp, http(b).mcp);
+        assert_eq!(
+            http(a).mcp_session.as_ref().map(|s| s.length),
+            http(b).mcp_session.as_ref().map(|s| s.length)
+        );
+    }
+    assert_eq!(mcp(&replayed[0]).method.as_deref(), Some("tools/call"));
+    assert!(mcp(&replayed[1]).has_result);
+}
