@@ -838,3 +838,75 @@ fn a_pcap_of_an_mcp_exchange_replays_to_the_same_mcp_events() {
     assert_eq!(mcp(&replayed[0]).method.as_deref(), Some("tools/call"));
     assert!(mcp(&replayed[1]).has_result);
 }
+
+#[test]
+fn pipelined_json_rpc_posts_each_get_their_own_metadata() {
+    require_root!();
+    let p = probe();
+    let mut seg = post_json(
+        "/mcp",
+        "",
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"x"}}"#,
+    );
+    seg.extend_from_slice(&post_json("/mcp", "", CALL));
+    seg.extend_from_slice(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n");
+    let evs = run_frames(&p, &[v4(&FLOW, 1, &seg)]).unwrap();
+    assert_eq!(evs.len(), 3, "{evs:?}");
+    assert_eq!(mcp(&evs[0]).method.as_deref(), Some("tools/list"));
+    assert_eq!(mcp(&evs[1]).method.as_deref(), Some("tools/call"));
+    assert_eq!(mcp(&evs[1]).params_name.as_deref(), Some("echo"));
+    assert_eq!(http(&evs[2]).path.as_deref(), Some("/after"));
+}
+
+#[test]
+fn hostile_json_bodies_are_bounded_and_never_break_the_parser() {
+    require_root!();
+    let p = probe();
+    let alphabet = br#"{}[]",:\ u0123abcdefghijklmnopqrstuvwxyzjsonrpcmethodidparamsnameuri"#;
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut bodies: Vec<Vec<u8>> = vec![
+        "[".repeat(400).into_bytes(),
+        format!("{}\"method\":\"deep\"", r#"{"a":"#.repeat(60)).into_bytes(),
+        br#"{"method":"\u0000\"\\\ud800","id":1,"jsonrpc":"2.0"}"#.to_vec(),
+        b"{\"method\":\"\xff\xfe\x01\x1b[31m\",\"jsonrpc\":\"2.0\",\"id\":1}".to_vec(),
+    ];
+    for _ in 0..60 {
+        let len = 1 + next(900) as usize;
+        let mut b = vec![b'{'];
+        b.extend((0..len).map(|_| alphabet[next(alphabet.len() as u64) as usize]));
+        bodies.push(b);
+    }
+    for (i, body) in bodies.iter().enumerate() {
+        let flow = Flow {
+            sport: 30000 + i as u16,
+            ..FLOW
+        };
+        let mut req = format!(
+            "POST /mcp HTTP/1.1\r\nHost: h\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        req.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+        let cut = 1 + next(req.len() as u64 - 1) as usize;
+        let frames = [
+            v4(&flow, 1, &req[..cut]),
+            v4(&flow, 1 + cut as u32, &req[cut..]),
+        ];
+        let evs = run_frames(&p, &frames).unwrap();
+        assert_eq!(evs.len(), 2, "body #{i}: {evs:?}");
+        let m = mcp(&evs[0]);
+        assert!(m.body_bytes_scanned <= 512, "body #{i}");
+        assert!(m.method.as_ref().is_none_or(|s| s.len() <= 64));
+        if let Some(s) = &m.method {
+            assert!(s.bytes().all(|b| (0x20..0x7f).contains(&b)), "{s:?}");
+        }
+        assert_eq!(http(&evs[1]).path.as_deref(), Some("/next"), "body #{i}");
+    }
+}
