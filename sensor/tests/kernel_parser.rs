@@ -910,3 +910,28 @@ fn hostile_json_bodies_are_bounded_and_never_break_the_parser() {
         assert_eq!(http(&evs[1]).path.as_deref(), Some("/next"), "body #{i}");
     }
 }
+
+#[test]
+fn a_reset_from_the_client_releases_a_reply_waiting_for_its_body() {
+    require_root!();
+    let p = probe();
+    let server = Flow {
+        src: FLOW.dst,
+        dst: FLOW.src,
+        sport: FLOW.dport,
+        dport: 48000,
+    };
+    let client = Flow {
+        src: FLOW.src,
+        dst: FLOW.dst,
+        sport: 48000,
+        dport: FLOW.dport,
+    };
+    let head =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nMcp-Session-Id: s-123456\r\n\r\n";
+    assert!(run_frames(&p, &[v4(&server, 1, head)]).unwrap().is_empty());
+    let evs = run_frames(&p, &[common::v4_ctl(&client, 0x04)]).unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(http(&evs[0]).status, Some(200));
+    assert_eq!(mcp(&evs[0]).body_scan, "ended");
+}
