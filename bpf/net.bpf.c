@@ -314,6 +314,14 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			bpf_map_delete_elem(&gw_flows, &p->fk);
 			gw_count(GW_CNT_FLOW_CONTINUED);
 			resumed = 1;
+			if (gw_body_wait_over(w)) {
+				/* Waited too long for its body: emit it, then skip or drop the body. */
+				gw_body_scan_abandon(w);
+				gw_emit_msg(w);
+				if (!w->ps.jbody_cl)
+					return; /* the rest of a chunked or unbounded body is not parsed */
+				w->ps.state = GW_S_BODY;
+			}
 			if (w->ps.state == GW_S_BODY && gw_skip_body(p, w, &pos))
 				return;
 			if (w->ps.state == GW_S_BODY) {
@@ -391,21 +399,37 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 
 /* The flow ended (FIN/RST) while a message waited for its body: emit it now,
  * its scan marked "ended", rather than leave it in the flow table. */
-static __always_inline void gw_flow_end(struct gw_pkt *p)
+static __always_inline void gw_flow_end_key(struct gw_flow_key *fk)
 {
 	struct gw_work *saved, *w;
 	__u32 zero = 0;
 
-	saved = bpf_map_lookup_elem(&gw_flows, &p->fk);
+	saved = bpf_map_lookup_elem(&gw_flows, fk);
 	if (!saved || saved->ps.state != GW_S_JBODY)
 		return;
 	w = bpf_map_lookup_elem(&gw_scratch, &zero);
 	if (!w)
 		return;
 	bpf_probe_read_kernel(w, sizeof(*w), saved);
-	bpf_map_delete_elem(&gw_flows, &p->fk);
+	bpf_map_delete_elem(&gw_flows, fk);
 	gw_body_scan_abandon(w);
 	gw_emit_msg(w);
+}
+
+static __always_inline void gw_flow_end(struct gw_pkt *p)
+{
+	struct gw_flow_key rev;
+
+	gw_flow_end_key(&p->fk);
+	if (!(p->tcp_flags & TCP_FL_RST))
+		return;
+	/* A reset ends both directions: a reply waiting for its body too. */
+	__builtin_memcpy(rev.saddr, p->fk.daddr, 16);
+	__builtin_memcpy(rev.daddr, p->fk.saddr, 16);
+	rev.sport = p->fk.dport;
+	rev.dport = p->fk.sport;
+	rev.ip_version = p->fk.ip_version;
+	gw_flow_end_key(&rev);
 }
 
 static __always_inline int gw_handle(struct __sk_buff *skb, __u8 dir)

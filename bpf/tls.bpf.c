@@ -268,6 +268,14 @@ __noinline int gw_tls_data(struct gw_tls_call *c)
 		bpf_map_delete_elem(&gw_tls_conns, &c->key);
 		gw_count(GW_CNT_FLOW_CONTINUED);
 		resumed = 1;
+		if (gw_body_wait_over(w)) {
+			/* Waited too long for its body: emit it, then skip or drop the body. */
+			gw_body_scan_abandon(w);
+			gw_emit_msg(w);
+			if (!w->ps.jbody_cl)
+				return 0; /* the rest of a chunked or unbounded body is not parsed */
+			w->ps.state = GW_S_BODY;
+		}
 		if (w->ps.state == GW_S_BODY) {
 			if (gw_tls_skip_body(c, w, &pos))
 				return 0;

@@ -112,8 +112,10 @@ enum gw_sess_origin {
 /* An MCP session id: a bearer-like secret, so only its shape and keyed hash. */
 struct gw_mcp_sess {
 	__u64 hash;
-	__u64 seen[4]; /* bitmap of the byte values it contains (distinct count) */
+	__u64 seen[4]; /* bitmap of the byte values seen; kernel only, zeroed before emit */
 	__u32 len;
+	__u16 distinct; /* distinct byte values: the bitmap's popcount */
+	__u16 _pad;
 	__u8 present;
 	__u8 origin;
 	__u8 hash_truncated;

@@ -69,6 +69,14 @@ enum gw_sse {
 	GW_SSE_SKIP, /* rest of a line we do not read */
 };
 
+/* Chunked transfer coding around a scanned body (gw_parse_state.jchunk_st). */
+enum gw_chunk_st {
+	GW_CH_SIZE = 0, /* hex digits of a chunk-size line */
+	GW_CH_EXT, /* chunk extensions: up to LF */
+	GW_CH_DATA,
+	GW_CH_DATA_END, /* the CRLF after a chunk's data */
+};
+
 #define GW_CT_OTHER 0
 #define GW_CT_JSON 1
 #define GW_CT_SSE 2
@@ -114,7 +122,7 @@ struct gw_parse_state {
 	__u8 jkey; /* enum gw_jkey of the key whose value comes next */
 	__u8 jklen;
 	__u8 jcap; /* copying a string value: 1 method, 2 name */
-	__u8 jchunk_hdr; /* skipping a chunk-size line before the JSON */
+	__u8 jchunked; /* chunked body: enum gw_chunk_st frames the bytes scanned */
 	__u8 jparams; /* inside the params object (depth jbase + 1) */
 	__u8 jname_done;
 	__u8 sse; /* enum gw_sse */
@@ -125,6 +133,8 @@ struct gw_parse_state {
 	__u32 jstack; /* bit d set: the container at depth d is an array */
 	__u64 ctype[2];
 	__u8 jbody_cl; /* the body length is known: body_remaining counts down */
+	__u8 jchunk_st; /* enum gw_chunk_st */
+	__u32 jchunk_left; /* data bytes left in the current chunk */
 	__u64 qname[2]; /* first 16 bytes of a query parameter name */
 	__u64 jk[2]; /* first 8 bytes of the current key (second word spare) */
 	__u64 sse_val; /* first 8 bytes of an SSE field name or event value */
@@ -196,6 +206,10 @@ struct {
 const volatile __u32 gw_parse_window = 16384;
 /* Body bytes scanned for JSON-RPC metadata per message; 0 turns the scan off. */
 const volatile __u32 gw_body_scan_window = 512;
+/* A message waiting for its body is emitted ("ended") when the next bytes of
+ * its flow arrive later than this after its start (a silent SSE stream, a
+ * client that stalls). Other bounds: the window, FIN/RST, a sequence gap. */
+const volatile __u64 gw_body_wait_ns = 1000000000ULL;
 
 static __always_inline void gw_count(__u32 idx)
 {
@@ -362,6 +376,8 @@ static __always_inline void gw_sess_end(struct gw_work *w, int cut)
 	if (!w->ps.sess_active)
 		return;
 	ms->hash = gw_siphash_final(&w->ps.sip);
+	ms->distinct = __builtin_popcountll(ms->seen[0]) + __builtin_popcountll(ms->seen[1]) +
+		       __builtin_popcountll(ms->seen[2]) + __builtin_popcountll(ms->seen[3]);
 	ms->hash_truncated = cut;
 	ms->present = 1;
 	w->ps.sess_active = 0;
@@ -831,6 +847,9 @@ static __always_inline void gw_jcap_byte(struct gw_work *w, __u8 b)
 {
 	struct gw_mcp_body *m = &w->ev.mcp;
 
+	/* Method and name are printable ASCII on the way out; anything else is '?'. */
+	if (b < 0x20 || b > 0x7e)
+		b = '?';
 	if (w->ps.jcap == 1) {
 		if (m->method_len < GW_MCP_METHOD_LEN) {
 			m->method[m->method_len & (GW_MCP_METHOD_LEN - 1)] = b;
@@ -1175,7 +1194,7 @@ __noinline int gw_body_step(struct gw_work *w, __u32 byte)
 	struct gw_parse_state *ps;
 	struct gw_mcp_body *m;
 	__u8 b = byte;
-	int done = 0;
+	int done = 0, data = 1;
 
 	if (!w)
 		return 1;
@@ -1183,27 +1202,71 @@ __noinline int gw_body_step(struct gw_work *w, __u32 byte)
 	m = &w->ev.mcp;
 	if (ps->jbody_cl && ps->body_remaining > 0)
 		ps->body_remaining--;
-	if (ps->jchunk_hdr) {
-		if (b == '\n')
-			ps->jchunk_hdr = 0;
-	} else {
+	if (ps->jchunked) {
+		/* Chunk framing is looked at and dropped; only chunk data is scanned. */
+		data = 0;
+		switch (ps->jchunk_st) {
+		case GW_CH_SIZE:
+			if (b >= '0' && b <= '9')
+				ps->jchunk_left = (ps->jchunk_left << 4) | (b - '0');
+			else if ((b | 0x20) >= 'a' && (b | 0x20) <= 'f')
+				ps->jchunk_left = (ps->jchunk_left << 4) | ((b | 0x20) - 'a' + 10);
+			else if (b == ';' || b == ' ' || b == '\t')
+				ps->jchunk_st = GW_CH_EXT;
+			else if (b == '\n')
+				goto size_done;
+			else if (b != '\r')
+				goto ended; /* not chunked framing after all */
+			if (ps->jchunk_left > 0x0fffffff)
+				ps->jchunk_left = 0x0fffffff; /* far beyond any window */
+			break;
+		case GW_CH_EXT:
+			if (b == '\n')
+				goto size_done;
+			break;
+		case GW_CH_DATA:
+			data = 1;
+			if (--ps->jchunk_left == 0)
+				ps->jchunk_st = GW_CH_DATA_END;
+			break;
+		default: /* GW_CH_DATA_END */
+			if (b == '\n') {
+				ps->jchunk_st = GW_CH_SIZE;
+				ps->jchunk_left = 0;
+			}
+			break;
+		}
+		m->scanned++; /* framing counts against the window too */
+		goto check;
+size_done:
+		if (ps->jchunk_left == 0)
+			goto ended; /* last chunk: the body ended */
+		ps->jchunk_st = GW_CH_DATA;
+		m->scanned++;
+		goto check;
+	}
+check:
+	if (data) {
 		if (ps->ct_kind == GW_CT_SSE && w->ev.is_response)
 			done = gw_sse_step(w, b);
 		else
 			done = gw_json_step(w, b);
-		m->scanned++;
+		if (!ps->jchunked)
+			m->scanned++;
 	}
 	if (!done && m->scanned >= gw_body_scan_window) {
 		m->result = GW_SCAN_WINDOW;
 		done = 1;
 	}
-	if (!done && ps->jbody_cl && ps->body_remaining == 0) {
-		m->result = m->jsonrpc && gw_json_decided(w) ? GW_SCAN_COMPLETE : GW_SCAN_ENDED;
-		done = 1;
-	}
+	if (!done && ps->jbody_cl && ps->body_remaining == 0)
+		goto ended;
 	if (done)
 		ps->state = GW_S_SCANNED;
 	return done;
+ended:
+	m->result = m->jsonrpc && gw_json_decided(w) ? GW_SCAN_COMPLETE : GW_SCAN_ENDED;
+	ps->state = GW_S_SCANNED;
+	return 1;
 }
 
 /* Headers done: decide whether the body is scanned. Returns 1 when it is
@@ -1239,9 +1302,18 @@ static __always_inline int gw_body_scan_begin(struct gw_work *w)
 		}
 	}
 	ps->jbody_cl = !chunked && cl != ~0ULL;
-	ps->jchunk_hdr = chunked;
+	ps->jchunked = chunked;
+	ps->jchunk_st = GW_CH_SIZE;
+	ps->jchunk_left = 0;
 	ps->state = GW_S_JBODY;
 	return 1;
+}
+
+/* The message waited longer than gw_body_wait_ns for the rest of its body. */
+static __always_inline int gw_body_wait_over(struct gw_work *w)
+{
+	return w->ps.state == GW_S_JBODY &&
+	       bpf_ktime_get_boot_ns() - w->ev.hdr.ts_boot_ns > gw_body_wait_ns;
 }
 
 /* A scan that could not finish (next message, flow end, lost segment). */
@@ -1367,6 +1439,8 @@ static long gw_feed_cb(__u64 idx, void *data)
 /* Finish an aborted or completed message before it is emitted. */
 static __always_inline void gw_msg_finish(struct gw_work *w)
 {
+	/* Which byte values a session id holds says something about it: only the count leaves. */
+	__builtin_memset(w->ev.mcp_sess.seen, 0, sizeof(w->ev.mcp_sess.seen));
 	if (w->ps.state != GW_S_DONE) {
 		w->ev.header_bytes = w->ps.bytes;
 		if (w->ps.cl_seen && w->ps.te_seen)

@@ -651,3 +651,287 @@ fn a_request_waiting_for_its_body_is_emitted_when_the_flow_ends() {
     .unwrap();
     assert_eq!(evs.len(), 1);
 }
+
+/// A body in chunked transfer coding, `size` bytes per chunk.
+fn chunked(body: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in body.chunks(size) {
+        out.extend_from_slice(format!("{:X}\r\n", c.len()).as_bytes());
+        out.extend_from_slice(c);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+#[test]
+fn chunked_bodies_are_read_through_their_chunk_framing() {
+    require_root!();
+    let p = probe();
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let head = b"POST /mcp HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    // Chunk boundaries every 5 bytes, so "method" itself is cut by framing;
+    // the body starts in the next segment.
+    for (i, size) in [5usize, 13, 200].iter().enumerate() {
+        let flow = Flow {
+            sport: 46000 + i as u16,
+            ..FLOW
+        };
+        let framed = chunked(body, *size);
+        let frames = [
+            v4(&flow, 1, head),
+            v4(&flow, 1 + head.len() as u32, &framed),
+        ];
+        let evs = run_frames(&p, &frames).unwrap();
+        assert_eq!(evs.len(), 1, "chunk size {size}");
+        let m = mcp(&evs[0]);
+        assert_eq!(m.method.as_deref(), Some("tools/list"), "chunk size {size}");
+        assert!(m.jsonrpc && m.has_id, "chunk size {size}");
+        assert_eq!(m.body_scan, "complete", "chunk size {size}");
+    }
+    // The last chunk ends the body: an unfinished JSON value is "ended".
+    let framed = chunked(br#"{"jsonrpc":"2.0","method":"x""#, 8);
+    let mut req = head.to_vec();
+    req.extend_from_slice(&framed);
+    let evs = run_frames(
+        &p,
+        &[v4(
+            &Flow {
+                sport: 46100,
+                ..FLOW
+            },
+            1,
+            &req,
+        )],
+    )
+    .unwrap();
+    assert_eq!(mcp(&evs[0]).body_scan, "ended");
+}
+
+#[test]
+fn legacy_sse_endpoint_in_a_later_chunked_segment() {
+    require_root!();
+    let p = probe();
+    let flow = Flow {
+        sport: 8000,
+        dport: 47000,
+        ..FLOW
+    };
+    let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n";
+    let ev =
+        b"event: endpoint\r\ndata: /messages/?session_id=9f8e7d6c5b4a39281706f5e4d3c2b1a0\r\n\r\n";
+    let framed = chunked(ev, 4096);
+    let frames = [
+        v4(&flow, 1, head),
+        v4(&flow, 1 + head.len() as u32, &framed[..30]),
+        v4(&flow, 1 + head.len() as u32 + 30, &framed[30..]),
+    ];
+    let evs = run_frames(&p, &frames).unwrap();
+    assert_eq!(evs.len(), 1);
+    let h = http(&evs[0]);
+    assert_eq!(h.status, Some(200));
+    assert!(mcp(&evs[0]).sse_endpoint);
+    let s = h
+        .mcp_session
+        .as_ref()
+        .expect("session from the endpoint URL");
+    assert_eq!(s.origin, gatewatch::events::SessionIdOrigin::SseEndpoint);
+    assert_eq!(s.length, 32);
+    // The same id later in a query string and in the header hashes the same.
+    let id = b"9f8e7d6c5b4a39281706f5e4d3c2b1a0";
+    assert_eq!(s.hash, reference_hash(&p, id));
+    let q = run_frames(
+        &p,
+        &[v4(
+            &Flow {
+                sport: 47001,
+                ..FLOW
+            },
+            1,
+            b"POST /messages/?session_id=9f8e7d6c5b4a39281706f5e4d3c2b1a0 HTTP/1.1\r\nHost: h\r\n\r\n",
+        )],
+    )
+    .unwrap();
+    assert_eq!(http(&q[0]).mcp_session.as_ref().unwrap().hash, s.hash);
+    let json = format!(
+        "{}{}",
+        serde_json::to_string(&evs[0]).unwrap(),
+        serde_json::to_string(&q[0]).unwrap()
+    );
+    assert!(!json.contains("9f8e7d6c5b4a"), "{json}");
+}
+
+#[test]
+fn a_message_waiting_too_long_for_its_body_is_emitted_ended() {
+    require_root!();
+    let cfg = CaptureConfig {
+        body_wait_ms: 1,
+        ..Default::default()
+    };
+    let p = Probe::load(&cfg).unwrap();
+    let req = post_json("/mcp", "MCP-Protocol-Version: 2025-06-18\r\n", CALL);
+    let hdr_end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(run_frames(&p, &[v4(&FLOW, 1, &req[..hdr_end])])
+        .unwrap()
+        .is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // The late body is skipped by its Content-Length; the next request parses.
+    let mut rest = req[hdr_end..].to_vec();
+    rest.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    let evs = run_frames(&p, &[v4(&FLOW, 1 + hdr_end as u32, &rest)]).unwrap();
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert_eq!(mcp(&evs[0]).body_scan, "ended");
+    assert_eq!(http(&evs[1]).path.as_deref(), Some("/next"));
+}
+
+#[test]
+fn a_pcap_of_an_mcp_exchange_replays_to_the_same_mcp_events() {
+    require_root!();
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    let p = probe();
+    let req = post_json(
+        "/mcp",
+        "Mcp-Session-Id: 0f3c9e1a77b24d0e\r\nMCP-Protocol-Version: 2025-06-18\r\n",
+        CALL,
+    );
+    let hdr_end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 46\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"a\":[]}}    ";
+    let back = Flow {
+        src: FLOW.dst,
+        dst: FLOW.src,
+        sport: FLOW.dport,
+        dport: FLOW.sport,
+    };
+    let frames = [
+        v4(&FLOW, 1, &req[..hdr_end]),
+        v4(&FLOW, 1 + hdr_end as u32, &req[hdr_end..]),
+        v4(&back, 1, resp),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcp.pcap");
+    let mut w = PcapWriter::new(std::fs::File::create(&path).unwrap()).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        w.write_packet(&PcapPacket::new(
+            std::time::Duration::from_millis(i as u64),
+            f.len() as u32,
+            f,
+        ))
+        .unwrap();
+    }
+    drop(w);
+    let mut replayed = Vec::new();
+    gatewatch::capture::replay::replay(&p, &path, |ev| {
+        replayed.push(ev);
+        Ok(())
+    })
+    .unwrap();
+    // A fresh probe so that the flow table starts empty for the direct run too.
+    let direct = run_frames(&probe(), &frames).unwrap();
+    assert_eq!(replayed.len(), 2);
+    for (a, b) in replayed.iter().zip(direct.iter()) {
+        assert_eq!(http(a).mcp, http(b).mcp);
+        assert_eq!(
+            http(a).mcp_session.as_ref().map(|s| s.length),
+            http(b).mcp_session.as_ref().map(|s| s.length)
+        );
+    }
+    assert_eq!(mcp(&replayed[0]).method.as_deref(), Some("tools/call"));
+    assert!(mcp(&replayed[1]).has_result);
+}
+
+#[test]
+fn pipelined_json_rpc_posts_each_get_their_own_metadata() {
+    require_root!();
+    let p = probe();
+    let mut seg = post_json(
+        "/mcp",
+        "",
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"x"}}"#,
+    );
+    seg.extend_from_slice(&post_json("/mcp", "", CALL));
+    seg.extend_from_slice(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n");
+    let evs = run_frames(&p, &[v4(&FLOW, 1, &seg)]).unwrap();
+    assert_eq!(evs.len(), 3, "{evs:?}");
+    assert_eq!(mcp(&evs[0]).method.as_deref(), Some("tools/list"));
+    assert_eq!(mcp(&evs[1]).method.as_deref(), Some("tools/call"));
+    assert_eq!(mcp(&evs[1]).params_name.as_deref(), Some("echo"));
+    assert_eq!(http(&evs[2]).path.as_deref(), Some("/after"));
+}
+
+#[test]
+fn hostile_json_bodies_are_bounded_and_never_break_the_parser() {
+    require_root!();
+    let p = probe();
+    let alphabet = br#"{}[]",:\ u0123abcdefghijklmnopqrstuvwxyzjsonrpcmethodidparamsnameuri"#;
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut bodies: Vec<Vec<u8>> = vec![
+        "[".repeat(400).into_bytes(),
+        format!("{}\"method\":\"deep\"", r#"{"a":"#.repeat(60)).into_bytes(),
+        br#"{"method":"\u0000\"\\\ud800","id":1,"jsonrpc":"2.0"}"#.to_vec(),
+        b"{\"method\":\"\xff\xfe\x01\x1b[31m\",\"jsonrpc\":\"2.0\",\"id\":1}".to_vec(),
+    ];
+    for _ in 0..60 {
+        let len = 1 + next(900) as usize;
+        let mut b = vec![b'{'];
+        b.extend((0..len).map(|_| alphabet[next(alphabet.len() as u64) as usize]));
+        bodies.push(b);
+    }
+    for (i, body) in bodies.iter().enumerate() {
+        let flow = Flow {
+            sport: 30000 + i as u16,
+            ..FLOW
+        };
+        let mut req = format!(
+            "POST /mcp HTTP/1.1\r\nHost: h\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        req.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+        let cut = 1 + next(req.len() as u64 - 1) as usize;
+        let frames = [
+            v4(&flow, 1, &req[..cut]),
+            v4(&flow, 1 + cut as u32, &req[cut..]),
+        ];
+        let evs = run_frames(&p, &frames).unwrap();
+        assert_eq!(evs.len(), 2, "body #{i}: {evs:?}");
+        let m = mcp(&evs[0]);
+        assert!(m.body_bytes_scanned <= 512, "body #{i}");
+        assert!(m.method.as_ref().is_none_or(|s| s.len() <= 64));
+        if let Some(s) = &m.method {
+            assert!(s.bytes().all(|b| (0x20..0x7f).contains(&b)), "{s:?}");
+        }
+        assert_eq!(http(&evs[1]).path.as_deref(), Some("/next"), "body #{i}");
+    }
+}
+
+#[test]
+fn a_reset_from_the_client_releases_a_reply_waiting_for_its_body() {
+    require_root!();
+    let p = probe();
+    let server = Flow {
+        src: FLOW.dst,
+        dst: FLOW.src,
+        sport: FLOW.dport,
+        dport: 48000,
+    };
+    let client = Flow {
+        src: FLOW.src,
+        dst: FLOW.dst,
+        sport: 48000,
+        dport: FLOW.dport,
+    };
+    let head =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nMcp-Session-Id: s-123456\r\n\r\n";
+    assert!(run_frames(&p, &[v4(&server, 1, head)]).unwrap().is_empty());
+    let evs = run_frames(&p, &[common::v4_ctl(&client, 0x04)]).unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(http(&evs[0]).status, Some(200));
+    assert_eq!(mcp(&evs[0]).body_scan, "ended");
+}

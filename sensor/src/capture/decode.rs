@@ -215,7 +215,7 @@ fn session_shape(s: &gw_mcp_sess) -> Option<SessionIdShape> {
         length: s.len,
         hash: format!("{:016x}", s.hash),
         hash_truncated: s.hash_truncated != 0,
-        distinct_bytes: s.seen.iter().map(|w| w.count_ones()).sum(),
+        distinct_bytes: u32::from(s.distinct),
         outside_visible_ascii: s.outside_visible != 0,
     })
 }
@@ -247,7 +247,7 @@ fn mcp_info(m: &gw_mcp_body, info: &HttpInfo) -> Option<McpInfo> {
         params_name_truncated: m.name_truncated != 0,
         has_result: m.has_result != 0,
         has_error: m.has_error != 0,
-        body_scan: if result.is_empty() { "none" } else { result }.to_string(),
+        body_scan: if result.is_empty() { "ended" } else { result }.to_string(),
         body_bytes_scanned: m.scanned,
         sse_endpoint: m.sse_endpoint != 0,
     })

@@ -36,6 +36,9 @@ pub struct CaptureConfig {
     pub parse_window: u32,
     /// Body bytes scanned for JSON-RPC metadata per message (0 = off).
     pub body_scan_bytes: u32,
+    /// A message waiting for its body is emitted (`body_scan: "ended"`) when the
+    /// next bytes of its flow come later than this, in milliseconds.
+    pub body_wait_ms: u32,
     /// Kernel → userspace ring buffer size in MiB (power of two).
     pub ringbuf_mb: u32,
     /// Flows whose header block or body spans segments, tracked at once (LRU).
@@ -53,6 +56,7 @@ impl Default for CaptureConfig {
             ports: Vec::new(),
             parse_window: 16384,
             body_scan_bytes: 512,
+            body_wait_ms: 1000,
             ringbuf_mb: 8,
             flow_table_size: 2048,
             attach_mode: attach::AttachMode::Auto,
@@ -79,6 +83,12 @@ impl CaptureConfig {
             bail!(
                 "capture.body_scan_bytes: must be 0..=65536, got {}",
                 self.body_scan_bytes
+            );
+        }
+        if !(1..=60_000).contains(&self.body_wait_ms) {
+            bail!(
+                "capture.body_wait_ms: must be 1..=60000, got {}",
+                self.body_wait_ms
             );
         }
         if !self.ringbuf_mb.is_power_of_two() || self.ringbuf_mb > 1024 {
@@ -123,6 +133,7 @@ impl Probe {
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.gw_parse_window = cfg.parse_window;
             ro.gw_body_scan_window = cfg.body_scan_bytes;
+            ro.gw_body_wait_ns = u64::from(cfg.body_wait_ms) * 1_000_000;
             ro.gw_nports = cfg.ports.len() as u32;
             for (i, p) in cfg.ports.iter().enumerate() {
                 ro.gw_ports[i] = *p;
