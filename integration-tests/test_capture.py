@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import socket
 import signal
 import string
 import time
@@ -439,3 +440,25 @@ def test_every_line_is_json_and_matches_schema(topo, httpd, sensor_factory):
         for err in alert_validator.iter_errors(a):
             errors.append(f"alert: {err.message} at {list(err.absolute_path)}")
     assert not errors, "\n".join(errors[:20])
+
+
+def test_request_waiting_on_a_silent_flow_is_released(topo, sensor):
+    """A JSON-RPC POST whose body never comes, on a connection that stays open
+    and silent (no FIN, no next bytes): the sensor's once-a-second sweep takes it
+    out of the kernel's flow table after capture.body_wait_ms and emits it with
+    body_scan "ended", instead of letting the LRU drop it uncounted."""
+    tag = uid()
+    path = f"/silent/{tag}"
+    req = (f"POST {path} HTTP/1.1\r\nHost: silent.test\r\nContent-Type: application/json\r\n"
+           f"MCP-Protocol-Version: 2025-06-18\r\nContent-Length: 64\r\n\r\n").encode()
+    s = gwlib.netns_socket(topo.cli_ns, socket.AF_INET)
+    try:
+        s.settimeout(5)
+        s.connect((topo.srv4, 8080))
+        s.sendall(req)
+        # The connection stays open and silent while we wait (1 s wait + 1 s sweep).
+        ev = one_request(sensor, path, timeout=6)
+        assert ev["http"]["mcp"]["body_scan"] == "ended"
+        assert ev["http"]["method"] == "POST"
+    finally:
+        s.close()

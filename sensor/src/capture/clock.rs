@@ -16,6 +16,11 @@ fn clock_ns(id: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
+/// CLOCK_BOOTTIME now, in ns (what the kernel stamps events with).
+pub fn boot_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
+}
+
 impl BootClock {
     pub fn now() -> Self {
         let boot = clock_ns(libc::CLOCK_BOOTTIME);

@@ -10,6 +10,7 @@ pub mod headers;
 pub mod l4;
 pub mod replay;
 pub mod skel;
+pub mod sweep;
 pub mod tls;
 
 use std::mem::MaybeUninit;

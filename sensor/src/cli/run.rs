@@ -219,6 +219,10 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let l4_window = Duration::from_millis(cfg.l4.window_ms);
     let mut l4_at = Instant::now();
     let ring_poll = Duration::from_millis(cfg.sensor.ring_poll_ms);
+    // Messages waiting on a silent flow for their body (see capture/sweep.rs).
+    let body_wait_ns = u64::from(cfg.capture.body_wait_ms) * 1_000_000;
+    let mut sweep_decoder = Decoder::new(probe.table.slot_names.clone(), CaptureSource::Net);
+    let mut sweep_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if reload.swap(false, Ordering::Relaxed) {
             reload_rules(&args, &current, &out_tx);
@@ -247,6 +251,15 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
             );
         }
         std::thread::sleep(ring_poll);
+        if sweep_at.elapsed() >= Duration::from_secs(1) {
+            sweep_at = Instant::now();
+            let (released, errors) =
+                crate::capture::sweep::release_waiting(&probe, body_wait_ns, &mut sweep_decoder);
+            decode_errors.fetch_add(errors, Ordering::Relaxed);
+            for ev in released {
+                workers.dispatch(ev);
+            }
+        }
         let now = probe.counters().unwrap_or(last);
         metrics.packets_seen.set_total(now.get("packets_seen"));
         metrics.ringbuf_drops.set_total(now.get("ringbuf_drops"));
