@@ -33,6 +33,8 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub mcp: crate::mcp::McpConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +72,11 @@ impl Config {
         cfg.rules
             .validate()
             .map_err(|e| anyhow::anyhow!("{origin}: rules: {e}"))?;
+        cfg.mcp
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        // Rules read the [mcp] values as `config.mcp.*`.
+        cfg.rules.mcp = cfg.mcp.clone();
         if cfg.sensor.queue_capacity == 0 {
             anyhow::bail!("{origin}: sensor.queue_capacity must be at least 1");
         }
