@@ -153,6 +153,26 @@ mod tests {
         assert!(d.tls.enabled);
         assert_eq!(format!("{:?}", c.capture), format!("{:?}", d.capture));
         assert_eq!(format!("{:?}", c.l4), format!("{:?}", d.l4));
+        assert_eq!(c.mcp, d.mcp);
+        // The packaged files spell out the code's defaults, and rules see them.
+        assert_eq!(d.mcp, crate::mcp::McpConfig::default());
+        assert_eq!(d.rules.mcp, d.mcp);
+    }
+
+    #[test]
+    fn mcp_errors_name_the_key() {
+        let e = Config::parse("[mcp]
+max_flows = 0
+", "f").unwrap_err();
+        assert!(format!("{e:#}").contains("mcp.max_flows"), "{e:#}");
+        let e = Config::parse("[mcp]
+protect = true
+", "f").unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field `protect`"), "{e:#}");
+        let c = Config::parse("[mcp]
+protected = true
+", "f").unwrap();
+        assert!(c.rules.mcp.protected);
     }
 
     #[test]
