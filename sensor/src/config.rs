@@ -161,18 +161,15 @@ mod tests {
 
     #[test]
     fn mcp_errors_name_the_key() {
-        let e = Config::parse("[mcp]
-max_flows = 0
-", "f").unwrap_err();
+        let e = Config::parse("[mcp]\nmax_flows = 0\n", "f").unwrap_err();
         assert!(format!("{e:#}").contains("mcp.max_flows"), "{e:#}");
-        let e = Config::parse("[mcp]
-protect = true
-", "f").unwrap_err();
-        assert!(format!("{e:#}").contains("unknown field `protect`"), "{e:#}");
-        let c = Config::parse("[mcp]
-protected = true
-", "f").unwrap();
-        assert!(c.rules.mcp.protected);
+        let e = Config::parse("[mcp]\nprotect = true\n", "f").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("unknown field `protect`"),
+            "{e:#}"
+        );
+        let c = Config::parse("[mcp]\nrequire_auth = true\n", "f").unwrap();
+        assert!(c.rules.mcp.require_auth);
     }
 
     #[test]

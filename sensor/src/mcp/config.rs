@@ -20,7 +20,7 @@ pub struct McpConfig {
     /// are checked, and must be reached as localhost / 127.0.0.1 / [::1].
     pub allowed_hosts: Vec<String>,
     /// The endpoints require `Authorization`.
-    pub protected: bool,
+    pub require_auth: bool,
     /// Request bodies above this Content-Length are flagged.
     pub max_content_length: u64,
     /// More than this many `tools/call` per session or client in `tools_call_burst_secs` is a burst.
@@ -106,7 +106,7 @@ impl Default for McpConfig {
             endpoint_paths: strings(&["/mcp", "/sse", "/messages"]),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
-            protected: false,
+            require_auth: false,
             max_content_length: 1_048_576,
             tools_call_burst: 30,
             tools_call_burst_secs: 10,
@@ -181,7 +181,7 @@ impl McpConfig {
         m.insert("endpoint_paths".into(), list(&self.endpoint_paths));
         m.insert("allowed_origins".into(), list(&self.allowed_origins));
         m.insert("allowed_hosts".into(), list(&self.allowed_hosts));
-        m.insert("protected".into(), Dynamic::from(self.protected));
+        m.insert("require_auth".into(), Dynamic::from(self.require_auth));
         m.insert("max_content_length".into(), int(self.max_content_length));
         m.insert("tools_call_burst".into(), int(self.tools_call_burst));
         m.insert(
@@ -215,8 +215,8 @@ mod tests {
     #[test]
     fn defaults_validate_and_unknown_keys_are_refused() {
         assert!(McpConfig::default().validate().is_ok());
-        let c: McpConfig = toml::from_str("protected = true\nmax_sessions = 10\n").unwrap();
-        assert!(c.protected);
+        let c: McpConfig = toml::from_str("require_auth = true\nmax_sessions = 10\n").unwrap();
+        assert!(c.require_auth);
         assert_eq!(c.max_sessions, 10);
         assert!(toml::from_str::<McpConfig>("protect = true").is_err());
         let bad = McpConfig {
