@@ -59,7 +59,12 @@ pub fn replay_cmd(args: ReplayArgs) -> Result<()> {
     let summary = serde_json::json!({
         "replay": stats,
         "alerts": pipeline.alerts,
-        "mcp_sessions_issued": tracker.counters().sessions_issued,
+        "mcp": {
+            "sessions_issued": tracker.counters().sessions_issued,
+            "sessions_ended": tracker.counters().sessions_ended,
+            "evictions": tracker.counters().evictions(),
+            "unpaired_responses": tracker.counters().unpaired_responses,
+        },
         "kernel": counters.as_pairs().collect::<std::collections::BTreeMap<_, _>>(),
     });
     eprintln!("{summary}");

@@ -195,6 +195,13 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
                     tracker_metrics
                         .session_tracker_size
                         .set(i64::try_from(tracker.live_sessions()).unwrap_or(i64::MAX));
+                    let counted = tracker.counters();
+                    tracker_metrics
+                        .mcp_sessions_issued
+                        .set_total(counted.sessions_issued);
+                    tracker_metrics
+                        .mcp_tracker_evictions
+                        .set_total(counted.evictions());
                     if !dispatch.dispatch(ev) {
                         return -1;
                     }

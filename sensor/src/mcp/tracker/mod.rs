@@ -40,6 +40,17 @@ pub struct TrackerCounters {
     pub unpaired_responses: u64,
 }
 
+impl TrackerCounters {
+    /// Everything forgotten to stay within the `[mcp]` bounds.
+    pub fn evictions(&self) -> u64 {
+        self.sessions_evicted
+            + self.ended_evicted
+            + self.clients_evicted
+            + self.flows_evicted
+            + self.pending_dropped
+    }
+}
+
 struct Session {
     transport: McpTransport,
     issuer: IpAddr,
