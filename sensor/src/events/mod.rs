@@ -356,7 +356,7 @@ pub struct McpContext {
     #[serde(default)]
     pub tracker_warm: bool,
     /// The request (for a response: the request it answers) sent an `Origin`
-    /// not in `mcp.allowed_origins`.
+    /// not in `mcp.allowed_origins` (empty list: not a loopback page to a loopback server).
     #[serde(default)]
     pub origin_refused: bool,
     /// Its `Host` is not in `mcp.allowed_hosts` (empty list: a loopback server

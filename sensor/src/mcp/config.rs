@@ -13,11 +13,12 @@ pub struct McpConfig {
     /// bodies and MCP headers on other paths are tracked too; these make the
     /// path-based rules (Authorization, Origin/Host) apply.
     pub endpoint_paths: Vec<String>,
-    /// Origins allowed to reach the endpoints (exact, e.g. `https://app.example.com`).
-    /// Empty: any request with an `Origin` header is flagged.
+    /// Origins allowed to reach the endpoints (exact, e.g. `https://app.example.com`,
+    /// or `http://localhost:*` for any port). Empty: only a loopback page
+    /// (localhost, 127.0.0.1, [::1]) talking to a loopback server passes.
     pub allowed_origins: Vec<String>,
-    /// `Host` values allowed (with or without port). Empty: only loopback servers
-    /// are checked, and must be reached as localhost / 127.0.0.1 / [::1].
+    /// `Host` values allowed (with or without port, or `name:*`). Empty: only
+    /// loopback servers are checked, and must be reached as localhost / 127.0.0.1 / [::1].
     pub allowed_hosts: Vec<String>,
     /// The endpoints require `Authorization`.
     pub require_auth: bool,

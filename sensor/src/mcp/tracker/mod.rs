@@ -130,6 +130,27 @@ fn path_matches(path: &str, endpoint: &str) -> bool {
     }
 }
 
+fn is_loopback_name(host: &str) -> bool {
+    ["localhost", "127.0.0.1", "[::1]", "::1"]
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(host))
+}
+
+/// `value` equals `pattern` (ASCII case-insensitive), or `pattern` ends in
+/// `:*` and `value` is the same with any port (`http://localhost:*`).
+fn allowed(value: &str, pattern: &str) -> bool {
+    if value.eq_ignore_ascii_case(pattern) {
+        return true;
+    }
+    let Some(prefix) = pattern.strip_suffix('*').filter(|p| p.ends_with(':')) else {
+        return false;
+    };
+    value.len() > prefix.len()
+        && value.is_char_boundary(prefix.len())
+        && value[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && value[prefix.len()..].bytes().all(|b| b.is_ascii_digit())
+}
+
 fn is_2xx(status: u16) -> bool {
     (200..300).contains(&status)
 }
@@ -208,31 +229,30 @@ impl Tracker {
             .any(|e| path_matches(path, e))
     }
 
-    fn origin_refused(&self, origin: Option<&str>) -> bool {
-        origin.is_some_and(|o| {
-            !self
-                .cfg
-                .allowed_origins
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(o))
-        })
+    /// An Origin outside `mcp.allowed_origins`. With an empty list only a
+    /// loopback server reached from a loopback page passes (the SDK's default).
+    fn origin_refused(&self, origin: Option<&str>, server: Option<IpAddr>) -> bool {
+        let Some(origin) = origin else { return false };
+        if !self.cfg.allowed_origins.is_empty() {
+            return !self.cfg.allowed_origins.iter().any(|a| allowed(origin, a));
+        }
+        let host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        !(server.is_some_and(|ip| ip.is_loopback()) && is_loopback_name(host_without_port(host)))
     }
 
+    /// A Host outside `mcp.allowed_hosts`. With an empty list only loopback
+    /// servers are checked: they must be reached by a loopback name.
     fn host_refused(&self, host: Option<&str>, server: Option<IpAddr>) -> bool {
         let Some(host) = host else { return false };
-        let bare = host_without_port(host);
         if !self.cfg.allowed_hosts.is_empty() {
             return !self
                 .cfg
                 .allowed_hosts
                 .iter()
-                .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(bare));
+                .any(|a| allowed(host, a) || host_without_port(host).eq_ignore_ascii_case(a));
         }
         // DNS rebinding: a local server reached under a foreign name.
-        server.is_some_and(|ip| ip.is_loopback())
-            && !["localhost", "127.0.0.1", "[::1]", "::1"]
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(bare))
+        server.is_some_and(|ip| ip.is_loopback()) && !is_loopback_name(host_without_port(host))
     }
 
     fn on_request(&mut self, ev: &Event, now: i64) -> Option<McpContext> {
@@ -307,7 +327,7 @@ impl Tracker {
         }
         let header_check = (transport == McpTransport::Stateless && jsonrpc)
             .then(|| check_headers(http, rpc_method.as_deref()));
-        let origin_refused = self.origin_refused(origin);
+        let origin_refused = self.origin_refused(origin, server);
         let host_refused = self.host_refused(host, server);
         pending.rpc_method = rpc_method;
         pending.session_hash = http.mcp_session.as_ref().map(|s| s.hash.clone());

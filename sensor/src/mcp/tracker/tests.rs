@@ -428,6 +428,36 @@ fn origin_and_host_allow_lists() {
     let c = seen(&mut t, req(4, "127.0.0.1", 51002, ev));
     assert!(!c.host_refused);
     assert_eq!(host_without_port("[::1]:8000"), "[::1]");
+    assert!(allowed("http://localhost:6274", "http://localhost:*"));
+    assert!(!allowed("http://localhost.evil:6274", "http://localhost:*"));
+    assert!(!allowed("http://localhost:", "http://localhost:*"));
+
+    // No list: any Origin towards a remote server, or a foreign one towards loopback.
+    let mut t = Tracker::new(&McpConfig::default());
+    let c = seen(
+        &mut t,
+        req(
+            0,
+            CLIENT,
+            51000,
+            json!({ "http": { "headers": { "origin": "http://localhost:6274" } } }),
+        ),
+    );
+    assert!(c.origin_refused);
+    let local = |origin: &str| {
+        json!({ "dst": { "ip": "127.0.0.1", "port": 8000 },
+                "http": { "headers": { "host": "127.0.0.1:8000", "origin": origin } } })
+    };
+    let c = seen(
+        &mut t,
+        req(1, "127.0.0.1", 51000, local("http://localhost:6274")),
+    );
+    assert!(!c.origin_refused && !c.host_refused);
+    let c = seen(
+        &mut t,
+        req(2, "127.0.0.1", 51002, local("https://evil.example")),
+    );
+    assert!(c.origin_refused);
 }
 
 #[test]
