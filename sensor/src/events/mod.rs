@@ -292,6 +292,9 @@ pub struct McpSessionContext {
     /// Milliseconds since the id was issued.
     #[serde(default)]
     pub age_ms: u64,
+    /// Milliseconds since the previous message on this session.
+    #[serde(default)]
+    pub idle_ms: u64,
 }
 
 /// Facts about the client address (towards this server) at this message.
@@ -309,6 +312,9 @@ pub struct McpClientContext {
     /// Stateless form: requests from this client to this server, this one included.
     #[serde(default)]
     pub requests: u64,
+    /// Stateless form: requests per JSON-RPC method (at most 64 methods; the rest under "other").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub methods: BTreeMap<String, u64>,
 }
 
 /// The request a response answers (paired per TCP flow, in HTTP/1.1 order).

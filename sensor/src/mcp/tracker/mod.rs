@@ -17,8 +17,8 @@ use crate::events::{
 };
 
 const NS: i64 = 1_000_000_000;
-/// Methods counted per session; more distinct names are counted under "other".
-const MAX_METHODS_PER_SESSION: usize = 64;
+/// Methods counted per session or client; more distinct names are counted under "other".
+const MAX_METHODS: usize = 64;
 /// Protocol versions remembered per stateless client.
 const MAX_VERSIONS_PER_CLIENT: usize = 8;
 /// Sessions are checked for idle expiry at most this often (event time).
@@ -82,6 +82,17 @@ struct Client {
     challenged_ns: Option<i64>,
     versions: Vec<String>,
     requests: u64,
+    methods: BTreeMap<String, u64>,
+}
+
+/// Counts `method`, or "other" once `methods` holds `MAX_METHODS` names.
+fn count_method(methods: &mut BTreeMap<String, u64>, method: &str) {
+    let name = if methods.len() < MAX_METHODS || methods.contains_key(method) {
+        method
+    } else {
+        "other"
+    };
+    *methods.entry(name.to_string()).or_insert(0) += 1;
 }
 
 /// A request waiting for its response on one TCP flow.
@@ -259,14 +270,15 @@ impl Tracker {
         let http = ev.http.as_ref()?;
         let path = http.path.as_deref().unwrap_or("");
         let endpoint = self.is_endpoint(path);
+        let jsonrpc = http.mcp.as_ref().is_some_and(|m| m.jsonrpc);
+        // A `method` counts only in a JSON-RPC body.
         let rpc_method = http
             .mcp
             .as_ref()
-            .and_then(|m| m.method.clone())
-            .filter(|_| http.mcp.as_ref().is_some_and(|m| m.jsonrpc));
+            .filter(|m| m.jsonrpc)
+            .and_then(|m| m.method.clone());
         let version = header(http, "mcp-protocol-version");
         let method_header = header(http, "mcp-method");
-        let jsonrpc = http.mcp.as_ref().is_some_and(|m| m.jsonrpc);
         let mcp = endpoint
             || jsonrpc
             || http.mcp_session.is_some()
@@ -321,8 +333,12 @@ impl Tracker {
                         c.versions.push(v.to_string());
                     }
                 }
+                if let Some(m) = rpc_method.as_deref() {
+                    count_method(&mut c.methods, m);
+                }
                 client.versions = c.versions.clone();
                 client.requests = c.requests;
+                client.methods = c.methods.clone();
             }
         }
         let header_check = (transport == McpTransport::Stateless && jsonrpc)
@@ -369,16 +385,11 @@ impl Tracker {
             self.end(hash, SessionEnd::Expired, now);
         }
         if let Some(s) = self.sessions.get_mut(hash) {
+            let idle_ms = ms(now - s.last_ns);
             s.last_ns = now;
             s.requests += 1;
             if let Some(m) = rpc_method {
-                let name = if s.methods.len() < MAX_METHODS_PER_SESSION || s.methods.contains_key(m)
-                {
-                    m
-                } else {
-                    "other"
-                };
-                *s.methods.entry(name.to_string()).or_insert(0) += 1;
+                count_method(&mut s.methods, m);
                 if m == "notifications/initialized" && s.initialize_answered {
                     s.initialized = true;
                 }
@@ -403,6 +414,7 @@ impl Tracker {
                 requests: s.requests,
                 methods: s.methods.clone(),
                 age_ms: ms(now - s.issued_ns),
+                idle_ms,
             };
         }
         let ttl = secs(self.cfg.ended_ttl_secs);
@@ -423,6 +435,7 @@ impl Tracker {
                 requests: 0,
                 methods: BTreeMap::new(),
                 age_ms: 0,
+                idle_ms: 0,
             },
             None => unknown_session(hash),
         }
@@ -546,6 +559,7 @@ impl Tracker {
                 requests: s.requests,
                 methods: s.methods.clone(),
                 age_ms: ms(now - s.issued_ns),
+                idle_ms: 0,
             },
             None => match self.ended.peek(hash) {
                 Some(e) => McpSessionContext {
@@ -615,6 +629,7 @@ impl Tracker {
             requests: 0,
             methods: BTreeMap::new(),
             age_ms: 0,
+            idle_ms: 0,
         }
     }
 
@@ -705,6 +720,7 @@ fn unknown_session(hash: &str) -> McpSessionContext {
         requests: 0,
         methods: BTreeMap::new(),
         age_ms: 0,
+        idle_ms: 0,
     }
 }
 

@@ -121,6 +121,7 @@ fn session_lifecycle_until_delete_and_reuse() {
     assert!(!s.client_changed && !s.version_changed);
     assert_eq!(s.requests, 2);
     assert_eq!(s.methods.get("tools/list"), Some(&1));
+    assert_eq!(s.idle_ms, 1000, "one fixture second since the 202");
     seen(&mut t, resp(5, CLIENT, 51002, 200, json!({})));
 
     let mut delete = req(6, CLIENT, 51002, with_session("x", "2025-11-25"));
@@ -358,6 +359,7 @@ fn stateless_headers_are_checked_against_the_body() {
         (Some(false), Some(true))
     );
     assert_eq!(c.client.requests, 2);
+    assert_eq!(c.client.methods.get("tools/call"), Some(&2));
 
     let c = seen(
         &mut t,
