@@ -239,9 +239,11 @@ __noinline int gw_feed_payload(struct __sk_buff *skb, struct gw_pkt *p, struct g
 			return pos;
 		ctx.w = w;
 		ctx.buf = ch->b;
+		ctx.len = n;
 		bpf_loop(n, gw_feed_cb, &ctx, 0);
 		pos += ctx.consumed;
-		if (w->ps.state == GW_S_DONE || w->ps.state == GW_S_ABORT || w->ps.state == GW_S_DISCARD)
+		if (w->ps.state == GW_S_DONE || w->ps.state == GW_S_ABORT ||
+		    w->ps.state == GW_S_DISCARD || w->ps.state == GW_S_SCANNED)
 			return pos;
 	}
 	return pos;
@@ -299,7 +301,10 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			/* (a start line not yet confirmed as HTTP is dropped quietly) */
 			if (saved->ps.state != GW_S_BODY && saved->ps.state != GW_S_METHOD) {
 				bpf_probe_read_kernel(w, sizeof(*w), saved);
-				w->ev.anomalies |= GW_AN_OUT_OF_ORDER | GW_AN_TRUNCATED;
+				if (w->ps.state == GW_S_JBODY)
+					gw_body_scan_abandon(w); /* headers were whole; the body was not */
+				else
+					w->ev.anomalies |= GW_AN_OUT_OF_ORDER | GW_AN_TRUNCATED;
 				gw_emit_msg(w);
 			}
 			bpf_map_delete_elem(&gw_flows, &p->fk);
@@ -309,6 +314,14 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			bpf_map_delete_elem(&gw_flows, &p->fk);
 			gw_count(GW_CNT_FLOW_CONTINUED);
 			resumed = 1;
+			if (gw_body_wait_over(w)) {
+				/* Waited too long for its body: emit it, then skip or drop the body. */
+				gw_body_scan_abandon(w);
+				gw_emit_msg(w);
+				if (!w->ps.jbody_cl)
+					return; /* the rest of a chunked or unbounded body is not parsed */
+				w->ps.state = GW_S_BODY;
+			}
 			if (w->ps.state == GW_S_BODY && gw_skip_body(p, w, &pos))
 				return;
 			if (w->ps.state == GW_S_BODY) {
@@ -344,7 +357,8 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			gw_start_msg(skb, p, w, dir);
 		}
 		resumed = 0;
-		w->ev.segments++;
+		if (w->ps.state != GW_S_JBODY)
+			w->ev.segments++;
 		pos = gw_feed_payload(skb, p, w, ch, pos);
 
 		if (w->ps.state == GW_S_DISCARD) {
@@ -355,27 +369,51 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			gw_emit_msg(w); /* header block past the window: the rest of the message is unparsed */
 			return;
 		}
-		if (w->ps.state != GW_S_DONE) {
+		/* Headers done: maybe read the body's first bytes (JSON-RPC) before emitting. */
+		if (w->ps.state == GW_S_DONE && gw_body_scan_begin(w) && pos < p->plen)
+			pos = gw_feed_payload(skb, p, w, ch, pos);
+		if (w->ps.state != GW_S_DONE && w->ps.state != GW_S_SCANNED) {
 			if (pos >= p->plen) {
-				gw_save_flow(p, w); /* header block continues in the next segment */
+				gw_save_flow(p, w); /* header block or scanned body continues */
 			} else {
-				w->ev.anomalies |= GW_AN_TRUNCATED;
+				if (w->ps.state == GW_S_JBODY)
+					gw_body_scan_abandon(w);
+				else
+					w->ev.anomalies |= GW_AN_TRUNCATED;
 				gw_emit_msg(w);
 			}
 			return;
 		}
 		gw_emit_msg(w);
-		/* Pipelining: skip a Content-Length body, then look for the next message. */
+		/* Pipelining: skip the rest of a Content-Length body, then look for the next message. */
 		if (w->ps.te_chunked_only)
 			return; /* chunked body: length unknown without decoding it */
 		if (w->ev.content_length != ~0ULL) {
-			w->ps.body_remaining = w->ev.content_length;
 			if (gw_skip_body(p, w, &pos))
 				return;
 		} else if (w->ev.is_response) {
 			return; /* response without length: body runs to connection close */
 		}
 	}
+}
+
+/* The flow ended (FIN/RST) while a message waited for its body: emit it now,
+ * its scan marked "ended", rather than leave it in the flow table. */
+static __always_inline void gw_flow_end(struct gw_pkt *p)
+{
+	struct gw_work *saved, *w;
+	__u32 zero = 0;
+
+	saved = bpf_map_lookup_elem(&gw_flows, &p->fk);
+	if (!saved || saved->ps.state != GW_S_JBODY)
+		return;
+	w = bpf_map_lookup_elem(&gw_scratch, &zero);
+	if (!w)
+		return;
+	bpf_probe_read_kernel(w, sizeof(*w), saved);
+	bpf_map_delete_elem(&gw_flows, &p->fk);
+	gw_body_scan_abandon(w);
+	gw_emit_msg(w);
 }
 
 static __always_inline int gw_handle(struct __sk_buff *skb, __u8 dir)
@@ -388,10 +426,14 @@ static __always_inline int gw_handle(struct __sk_buff *skb, __u8 dir)
 	/* Each packet is counted once: on ingress, and a local service's SYN-ACK on egress. */
 	if (dir == GW_DIR_INGRESS || (p.tcp_flags & (TCP_FL_SYN | TCP_FL_ACK)) == (TCP_FL_SYN | TCP_FL_ACK))
 		gw_l4_count(p.fk.saddr, p.fk.daddr, p.fk.sport, p.fk.dport, p.fk.ip_version, p.tcp_flags);
-	if (p.plen == 0 || !gw_port_allowed(&p))
+	if (!gw_port_allowed(&p))
 		return TC_ACT_OK;
-	gw_count(GW_CNT_TCP_PAYLOAD);
-	gw_http_packet(skb, &p, dir);
+	if (p.plen > 0) {
+		gw_count(GW_CNT_TCP_PAYLOAD);
+		gw_http_packet(skb, &p, dir);
+	}
+	if (p.tcp_flags & (TCP_FL_FIN | TCP_FL_RST))
+		gw_flow_end(&p);
 	return TC_ACT_OK;
 }
 

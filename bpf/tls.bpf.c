@@ -210,9 +210,11 @@ __noinline int gw_tls_feed(struct gw_tls_call *c, struct gw_work *w, struct gw_c
 		}
 		ctx.w = w;
 		ctx.buf = ch->b;
+		ctx.len = n;
 		bpf_loop(n, gw_feed_cb, &ctx, 0);
 		pos += ctx.consumed;
-		if (w->ps.state == GW_S_DONE || w->ps.state == GW_S_ABORT || w->ps.state == GW_S_DISCARD)
+		if (w->ps.state == GW_S_DONE || w->ps.state == GW_S_ABORT ||
+		    w->ps.state == GW_S_DISCARD || w->ps.state == GW_S_SCANNED)
 			return pos;
 	}
 	return pos;
@@ -266,6 +268,14 @@ __noinline int gw_tls_data(struct gw_tls_call *c)
 		bpf_map_delete_elem(&gw_tls_conns, &c->key);
 		gw_count(GW_CNT_FLOW_CONTINUED);
 		resumed = 1;
+		if (gw_body_wait_over(w)) {
+			/* Waited too long for its body: emit it, then skip or drop the body. */
+			gw_body_scan_abandon(w);
+			gw_emit_msg(w);
+			if (!w->ps.jbody_cl)
+				return 0; /* the rest of a chunked or unbounded body is not parsed */
+			w->ps.state = GW_S_BODY;
+		}
 		if (w->ps.state == GW_S_BODY) {
 			if (gw_tls_skip_body(c, w, &pos))
 				return 0;
@@ -299,7 +309,7 @@ __noinline int gw_tls_data(struct gw_tls_call *c)
 			gw_tls_start_msg(c, w);
 		}
 		resumed = 0;
-		if (w->ev.segments < 255)
+		if (w->ev.segments < 255 && w->ps.state != GW_S_JBODY)
 			w->ev.segments++;
 		pos = gw_tls_feed(c, w, ch, pos);
 
@@ -311,11 +321,17 @@ __noinline int gw_tls_data(struct gw_tls_call *c)
 			gw_emit_msg(w);
 			return 0;
 		}
-		if (w->ps.state != GW_S_DONE) {
+		/* Headers done: maybe read the body's first bytes (JSON-RPC) before emitting. */
+		if (w->ps.state == GW_S_DONE && gw_body_scan_begin(w) && pos < c->len)
+			pos = gw_tls_feed(c, w, ch, pos);
+		if (w->ps.state != GW_S_DONE && w->ps.state != GW_S_SCANNED) {
 			if (pos >= c->len && !(w->ev.anomalies & GW_AN_TRUNCATED)) {
-				gw_tls_save(c, w); /* header block continues in the next call */
+				gw_tls_save(c, w); /* header block or scanned body continues in the next call */
 			} else {
-				w->ev.anomalies |= GW_AN_TRUNCATED;
+				if (w->ps.state == GW_S_JBODY)
+					gw_body_scan_abandon(w);
+				else
+					w->ev.anomalies |= GW_AN_TRUNCATED;
 				gw_emit_msg(w);
 			}
 			return 0;
@@ -324,7 +340,6 @@ __noinline int gw_tls_data(struct gw_tls_call *c)
 		if (w->ps.te_chunked_only)
 			return 0;
 		if (w->ev.content_length != ~0ULL) {
-			w->ps.body_remaining = w->ev.content_length;
 			if (gw_tls_skip_body(c, w, &pos))
 				return 0;
 		} else if (w->ev.is_response) {

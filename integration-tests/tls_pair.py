@@ -8,7 +8,9 @@ SSL_read_ex / SSL_write_ex in the system libssl), for the TLS capture tests.
 
 Request options: --path P, --token T (sent as "Authorization: Bearer T"),
 --header "Name: value" (repeatable), --split N (the header block is written in
-SSL_write calls of at most N bytes), --count N (requests on one connection).
+SSL_write calls of at most N bytes), --count N (requests on one connection),
+--body B (a POST with Content-Type application/json whose body B goes out in
+its own SSL_write after the header block).
 The server answers each request with 200, a JSON body and Content-Length.
 Prints one line "ok" when every response came back.
 """
@@ -40,6 +42,16 @@ def serve_conn(conn):
             head = read_head(conn)
             if not head:
                 return
+            # drain a Content-Length body so the next request starts clean
+            hdrs, _, body = head.partition(b"\r\n\r\n")
+            for line in hdrs.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    want = int(line.split(b":", 1)[1])
+                    while len(body) < want:
+                        more = conn.recv(65536)
+                        if not more:
+                            return
+                        body += more
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\nX-Request-Id: srv\r\n\r\n%s" % (len(BODY), BODY))
     except (OSError, ssl.SSLError):
@@ -69,8 +81,11 @@ def server_ctx(cert, key):
 
 
 def request_bytes(args, i) -> bytes:
-    lines = [f"GET {args.path}{'' if args.count == 1 else f'?n={i}'} HTTP/1.1",
+    method = "POST" if args.body else "GET"
+    lines = [f"{method} {args.path}{'' if args.count == 1 else f'?n={i}'} HTTP/1.1",
              "Host: tls.example", "User-Agent: gwt-pyssl/1"]
+    if args.body:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(args.body.encode())}"]
     if args.token:
         lines.append(f"Authorization: Bearer {args.token}")
     lines += args.header
@@ -88,6 +103,8 @@ def client(host, port, args):
                 step = args.split or len(req)
                 for off in range(0, len(req), step):
                     s.sendall(req[off:off + step])
+                if args.body:
+                    s.sendall(args.body.encode())  # its own SSL_write
                 head = read_head(s)
                 if not head.startswith(b"HTTP/1.1 200"):
                     raise SystemExit(f"bad response: {head[:80]!r}")
@@ -115,6 +132,7 @@ def main():
     ap.add_argument("--header", action="append", default=[])
     ap.add_argument("--split", type=int, default=0)
     ap.add_argument("--count", type=int, default=1)
+    ap.add_argument("--body")
     args = ap.parse_args()
 
     if args.mode == "client":

@@ -10,6 +10,8 @@
 #define GW_HDR_VALUE_LEN 128
 #define GW_HDR_NAME_LEN 32
 #define GW_CHUNK 2048 /* bytes copied out of a packet per parse step; power of two */
+#define GW_MCP_METHOD_LEN 64
+#define GW_MCP_NAME_LEN 128
 
 /* Credential headers: never copied, only shape + keyed hash. */
 enum gw_cred_slot {
@@ -99,6 +101,56 @@ struct gw_event_hdr {
 	char comm[16];
 };
 
+/* Where an MCP session id was carried. */
+enum gw_sess_origin {
+	GW_SESS_NONE = 0,
+	GW_SESS_HEADER, /* Mcp-Session-Id */
+	GW_SESS_QUERY, /* session_id= in the request target (HTTP+SSE transport) */
+	GW_SESS_SSE_ENDPOINT, /* session_id= in the data: URL of an SSE "endpoint" event */
+};
+
+/* An MCP session id: a bearer-like secret, so only its shape and keyed hash. */
+struct gw_mcp_sess {
+	__u64 hash;
+	__u64 seen[4]; /* bitmap of the byte values seen; kernel only, zeroed before emit */
+	__u32 len;
+	__u16 distinct; /* distinct byte values: the bitmap's popcount */
+	__u16 _pad;
+	__u8 present;
+	__u8 origin;
+	__u8 hash_truncated;
+	__u8 outside_visible; /* some byte outside 0x21..0x7e */
+};
+
+/* How the body scan ended (userspace names: capture/decode.rs). */
+enum gw_scan_result {
+	GW_SCAN_NONE = 0, /* not attempted (no JSON/SSE content, or disabled) */
+	GW_SCAN_COMPLETE,
+	GW_SCAN_WINDOW,
+	GW_SCAN_NOT_JSON,
+	GW_SCAN_NO_BODY,
+	GW_SCAN_ENDED,
+};
+
+/* JSON-RPC metadata from the first bytes of a body. The body never leaves. */
+struct gw_mcp_body {
+	__u32 scanned; /* body bytes looked at */
+	__u8 result; /* enum gw_scan_result */
+	__u8 jsonrpc;
+	__u8 batch;
+	__u8 has_id;
+	__u8 has_result;
+	__u8 has_error;
+	__u8 sse_endpoint;
+	__u8 method_len;
+	__u8 method_truncated;
+	__u8 name_len;
+	__u8 name_truncated;
+	__u8 _pad;
+	char method[GW_MCP_METHOD_LEN];
+	char name[GW_MCP_NAME_LEN]; /* params.name or params.uri */
+};
+
 struct gw_http_event {
 	struct gw_event_hdr hdr;
 	__u64 content_length; /* ~0 when absent or invalid */
@@ -115,6 +167,8 @@ struct gw_http_event {
 	char path[GW_PATH_LEN];
 	struct gw_cred creds[GW_CRED_SLOTS];
 	struct gw_hdr_value hdrs[GW_HDR_SLOTS];
+	struct gw_mcp_sess mcp_sess;
+	struct gw_mcp_body mcp;
 };
 
 /* What a known header name means to the parser (value of the gw_hdr_names map). */
@@ -124,6 +178,8 @@ enum gw_hdr_special {
 	GW_HS_CONTENT_LENGTH,
 	GW_HS_TRANSFER_ENCODING,
 	GW_HS_HOST,
+	GW_HS_MCP_SESSION, /* Mcp-Session-Id: hashed like a credential, never copied */
+	GW_HS_CONTENT_TYPE, /* decides whether a body is scanned for JSON-RPC */
 };
 
 struct gw_hdr_name_key {

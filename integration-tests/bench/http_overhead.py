@@ -5,9 +5,14 @@ Two network namespaces joined by a veth pair; nginx serves a small JSON
 response in one, wrk loads it from the other. Runs alternate without and with
 the sensor (attached to the server's veth, default rules, events to a JSONL
 file) and the script prints requests/s, p50/p99 latency, the ratios, sensor CPU
-time and peak RSS, events captured vs requests sent, and ring-buffer drops.
+time and peak RSS, events captured vs requests sent, ring-buffer drops, and the
+TC program's own cost per packet under that load (kernel bpf_stats).
+
+Then a load step at fixed request rates (wrk paced by a Lua delay per
+connection; the achieved rate is printed) with the fraction captured at each.
 
     integration-tests/bench/http_overhead.py [--seconds 10] [--rounds 2] [--connections 50]
+                                             [--rates 5000,20000,50000] [--kafka BROKER/TOPIC]
 
 Root only; traffic stays inside the namespaces it creates and removes.
 """
@@ -90,11 +95,29 @@ http {{
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(seconds: int, connections: int) -> dict:
+PACE_LUA = "local d = tonumber(os.getenv('GW_DELAY_MS') or '0')\nfunction delay() return d end\n"
+
+
+def pacing(rate: int) -> tuple[int, int]:
+    """(connections, delay ms) so that connections * 1000 / delay ~= rate."""
+    for delay in (10, 5, 2, 1):
+        conns = rate * delay // 1000
+        if conns <= 100:
+            return max(conns, 1), delay
+    return 100, 1
+
+
+def wrk(seconds: int, connections: int, rate: int | None = None, tmp: Path | None = None) -> dict:
+    extra, env = [], dict(os.environ)
+    if rate:
+        connections, delay = pacing(rate)
+        script = (tmp or Path(tempfile.gettempdir())) / "pace.lua"
+        script.write_text(PACE_LUA)
+        extra, env["GW_DELAY_MS"] = ["-s", str(script)], str(delay)
     r = sh("ip", "netns", "exec", CLI, "wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s",
-           "--latency", "-H", "Authorization: Bearer bench-token-0123456789abcdef",
+           "--latency", *extra, "-H", "Authorization: Bearer bench-token-0123456789abcdef",
            "-H", "User-Agent: gatewatch-bench/1", f"http://{SRV_IP}:8080/api/v1/items?id=7",
-           timeout=seconds + 30)
+           timeout=seconds + 30, env=env)
     out = r.stdout
     lat = {}
     for pct in ("50", "99"):
@@ -114,13 +137,30 @@ def proc_stats(pid: int) -> tuple[float, int]:
     return cpu, hwm
 
 
-def with_sensor(tmp: Path, seconds: int, connections: int) -> dict:
+def bpf_prog_cost() -> tuple[int, int]:
+    """(run_time_ns, run_cnt) summed over gatewatch's TC programs (kernel.bpf_stats_enabled)."""
+    r = sh("bpftool", "-j", "prog", "show", check=False)
+    try:
+        progs = json.loads(r.stdout or "[]")
+    except json.JSONDecodeError:
+        return 0, 0
+    ns = cnt = 0
+    for p in progs:
+        if p.get("name") in ("gw_tc_ingress", "gw_tc_egress"):
+            ns += p.get("run_time_ns", 0)
+            cnt += p.get("run_cnt", 0)
+    return ns, cnt
+
+
+def with_sensor(tmp: Path, seconds: int, connections: int, rate: int | None = None,
+                kafka: str | None = None) -> dict:
     events = tmp / "events.jsonl"
     events.unlink(missing_ok=True)
     cfg = tmp / "gw.toml"
-    cfg.write_text(f'[sensor]\nstate_dir = "{tmp}/state"\nstats_interval_secs = 1\n'
+    kafka_out = f'[[output]]\nspec = "kafka:{kafka}"\nevents = false\n' if kafka else ""
+    cfg.write_text(f'[sensor]\nstate_dir = "{tmp}/state"\nstats_interval_secs = 1\n{os.environ.get("GW_BENCH_SENSOR_EXTRA", "")}\n'
                    f'[metrics]\nenabled = false\n[audit]\nenabled = false\n'
-                   f'[[output]]\nspec = "jsonl:{events}"\n')
+                   f'[[output]]\nspec = "jsonl:{events}"\n{kafka_out}')
     err = open(tmp / "sensor.err", "w")
     p = subprocess.Popen(["ip", "netns", "exec", SRV, BIN, "run", "--config", str(cfg), "--iface", SRV_IF],
                          stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ, NO_COLOR="1"))
@@ -130,7 +170,9 @@ def with_sensor(tmp: Path, seconds: int, connections: int) -> dict:
             raise SystemExit("sensor did not start:\n" + (tmp / "sensor.err").read_text())
         time.sleep(0.05)
     cpu0, _ = proc_stats(p.pid)
-    res = wrk(seconds, connections)
+    ns0, cnt0 = bpf_prog_cost()
+    res = wrk(seconds, connections, rate, tmp)
+    ns1, cnt1 = bpf_prog_cost()
     time.sleep(1.5)  # let the pipeline drain and a stats event land
     cpu1, hwm = proc_stats(p.pid)
     p.send_signal(signal.SIGINT)
@@ -144,7 +186,8 @@ def with_sensor(tmp: Path, seconds: int, connections: int) -> dict:
                 captured += 1
             elif e.get("kind") == "sensor_stats":
                 drops += e["stats"]["ringbuf_drops"]
-    res.update(cpu_s=cpu1 - cpu0, rss_mb=hwm / 1024, captured=captured, drops=drops)
+    res.update(cpu_s=cpu1 - cpu0, rss_mb=hwm / 1024, captured=captured, drops=drops,
+               tc_ns=(ns1 - ns0) / max(cnt1 - cnt0, 1), tc_runs=cnt1 - cnt0)
     return res
 
 
@@ -153,6 +196,10 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--rates", default="5000,20000,50000",
+                    help="fixed request rates for the load step (comma-separated; empty to skip)")
+    ap.add_argument("--kafka", default=None,
+                    help="BROKER/TOPIC: also run with alerts to Kafka (e.g. a local tansu)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (namespaces, eBPF)")
@@ -162,15 +209,19 @@ def main():
     if not os.access(BIN, os.X_OK):
         raise SystemExit(f"no gatewatch binary at {BIN}: cargo build --release (or set GATEWATCH_BIN)")
     tmp = Path(tempfile.mkdtemp(prefix="gwbench-"))
+    stats_was = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
+    Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1")
     topology_up()
     ng = None
     try:
         ng = nginx_up(tmp)
         wrk(2, a.connections)  # warm-up
-        base, sens = [], []
+        base, sens, kafk = [], [], []
         for _ in range(a.rounds):
             base.append(wrk(a.seconds, a.connections))
             sens.append(with_sensor(tmp, a.seconds, a.connections))
+            if a.kafka:
+                kafk.append(with_sensor(tmp, a.seconds, a.connections, kafka=a.kafka))
         med = lambda rows, k: statistics.median(r[k] for r in rows)
         b_rps, s_rps = med(base, "rps"), med(sens, "rps")
         print(f"\nnginx on a veth pair, wrk -t1 -c{a.connections}, {a.seconds}s x {a.rounds} rounds, median")
@@ -178,11 +229,29 @@ def main():
         print(f"{'no sensor':14}{b_rps:>10.0f}{med(base, 'p50_ms'):>9.3f}{med(base, 'p99_ms'):>9.3f}")
         print(f"{'sensor':14}{s_rps:>10.0f}{med(sens, 'p50_ms'):>9.3f}{med(sens, 'p99_ms'):>9.3f}")
         print(f"throughput ratio {s_rps / b_rps:.3f}; p99 ratio {med(sens, 'p99_ms') / med(base, 'p99_ms'):.3f}")
-        for i, r in enumerate(sens, 1):
-            print(f"sensor round {i}: {r['captured']}/{r['requests']} requests captured "
-                  f"({100.0 * r['captured'] / max(r['requests'], 1):.2f}%), ring-buffer drops {r['drops']}, "
-                  f"CPU {r['cpu_s']:.1f}s ({100 * r['cpu_s'] / a.seconds:.0f}% of a core), peak RSS {r['rss_mb']:.1f} MB")
+        if kafk:
+            k_rps = med(kafk, "rps")
+            print(f"{'sensor+kafka':14}{k_rps:>10.0f}{med(kafk, 'p50_ms'):>9.3f}{med(kafk, 'p99_ms'):>9.3f}")
+            print(f"kafka: throughput ratio {k_rps / b_rps:.3f}; p99 ratio {med(kafk, 'p99_ms') / med(base, 'p99_ms'):.3f}")
+        for name, rows in (("sensor", sens), ("sensor+kafka", kafk)):
+            for i, r in enumerate(rows, 1):
+                print(f"{name} round {i}: {r['captured']}/{r['requests']} requests captured "
+                      f"({100.0 * r['captured'] / max(r['requests'], 1):.2f}%), ring-buffer drops {r['drops']}, "
+                      f"CPU {r['cpu_s']:.1f}s ({100 * r['cpu_s'] / a.seconds:.0f}% of a core), "
+                      f"peak RSS {r['rss_mb']:.1f} MB, TC program {r['tc_ns']:.0f} ns/packet over {r['tc_runs']} packets")
+        rates = [int(x) for x in a.rates.split(",") if x.strip()]
+        if rates:
+            print(f"\nload step: fixed rates, {a.seconds}s each (achieved rate from wrk)")
+            print(f"{'target':>8}{'no-sensor rps':>15}{'p99 ms':>8}{'sensor rps':>12}{'p99 ms':>8}"
+                  f"{'captured':>10}{'drops':>8}{'CPU %':>7}{'RSS MB':>8}{'TC ns':>7}")
+            for rate in rates:
+                b = wrk(a.seconds, a.connections, rate, tmp)
+                r = with_sensor(tmp, a.seconds, a.connections, rate)
+                print(f"{rate:>8}{b['rps']:>15.0f}{b['p99_ms']:>8.2f}{r['rps']:>12.0f}{r['p99_ms']:>8.2f}"
+                      f"{100.0 * r['captured'] / max(r['requests'], 1):>9.2f}%{r['drops']:>8}"
+                      f"{100 * r['cpu_s'] / a.seconds:>7.0f}{r['rss_mb']:>8.1f}{r['tc_ns']:>7.0f}")
     finally:
+        Path("/proc/sys/kernel/bpf_stats_enabled").write_text(stats_was)
         if ng:
             ng.send_signal(signal.SIGQUIT)
             try:

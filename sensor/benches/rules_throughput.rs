@@ -11,6 +11,10 @@ use gatewatch::events::Event;
 use gatewatch::rules::{fixtures, Evaluator, RuleSet, RuleState, RulesConfig};
 use serde_json::json;
 
+// The sensor's allocator, so the numbers are the binary's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A realistic mix: mostly clean requests and responses, some with credentials,
 /// a few anomalies and scanners, and a stats event now and then.
 fn corpus(n: usize) -> Vec<Event> {

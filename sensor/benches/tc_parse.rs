@@ -46,7 +46,13 @@ fn main() {
         "Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c\r\n",
     );
     let syn = common::v4_ctl(&flow, 0x02);
-    let cases: [(&str, Vec<u8>); 4] = [
+    // An MCP tools/call: the kernel scans the JSON body up to params.name.
+    let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}"#;
+    let mcp = format!(
+        "POST /mcp HTTP/1.1\r\nHost: mcp.example\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: 0f3c9e1a77b24d0e9a513c1f2e7d8b90\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\n\r\n{call}",
+        call.len()
+    );
+    let cases: [(&str, Vec<u8>); 5] = [
         ("SYN (L4 counters)", syn),
         (
             "non-HTTP TCP (TLS record)",
@@ -63,6 +69,10 @@ fn main() {
         (
             "GET with Authorization (JWT)",
             common::v4(&flow, 1, auth.as_bytes()),
+        ),
+        (
+            "MCP tools/call (JSON body)",
+            common::v4(&flow, 1, mcp.as_bytes()),
         ),
     ];
     let repeat = 200_000;

@@ -50,6 +50,13 @@ pub struct SensorSection {
     pub stats_interval_secs: u64,
     /// Capacity of the channel from capture to the pipeline, in events.
     pub queue_capacity: usize,
+    /// Nice value (0..=19) of the rule workers and the writer: the gateway's own
+    /// processes win the CPU; when the sensor cannot keep up, the kernel ring
+    /// buffer fills and drops are counted and alerted on (GW-SENSOR-001).
+    pub worker_nice: i32,
+    /// Milliseconds between drains of the kernel ring buffer (1..=100): the
+    /// sensor wakes on a timer, not per event, so it stays off the gateway's CPUs.
+    pub ring_poll_ms: u64,
 }
 
 impl Default for SensorSection {
@@ -59,7 +66,9 @@ impl Default for SensorSection {
             state_dir: PathBuf::from("/var/lib/gatewatch"),
             sensor_id: None,
             stats_interval_secs: 60,
-            queue_capacity: 65536,
+            queue_capacity: 4096,
+            worker_nice: 10,
+            ring_poll_ms: 10,
         }
     }
 }
@@ -79,6 +88,12 @@ impl Config {
         cfg.rules.mcp = cfg.mcp.clone();
         if cfg.sensor.queue_capacity == 0 {
             anyhow::bail!("{origin}: sensor.queue_capacity must be at least 1");
+        }
+        if !(1..=100).contains(&cfg.sensor.ring_poll_ms) {
+            anyhow::bail!("{origin}: sensor.ring_poll_ms must be between 1 and 100");
+        }
+        if !(0..=20).contains(&cfg.sensor.worker_nice) {
+            anyhow::bail!("{origin}: sensor.worker_nice must be between 0 and 20 (20: SCHED_IDLE)");
         }
         if cfg.sensor.stats_interval_secs == 0 {
             anyhow::bail!("{origin}: sensor.stats_interval_secs must be at least 1");

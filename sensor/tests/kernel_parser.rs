@@ -85,7 +85,11 @@ fn response_status_and_session_header() {
     let h = http(&evs[0]);
     assert_eq!(evs[0].kind, EventKind::HttpResponse);
     assert_eq!(h.status, Some(201));
-    assert_eq!(h.headers["mcp-session-id"], "1868a90c");
+    // The session id is bearer-like: hashed and measured, never copied.
+    assert!(!h.headers.contains_key("mcp-session-id"));
+    let sess = h.mcp_session.as_ref().expect("session id shape");
+    assert_eq!(sess.length, 8);
+    assert!(!serde_json::to_string(&evs[0]).unwrap().contains("1868a90c"));
     assert_eq!(h.content_length, Some(2));
     assert!(h.credentials.contains_key("set-cookie"));
     assert!(!serde_json::to_string(&evs[0])
@@ -343,4 +347,494 @@ fn unknown_methods_are_flagged_and_lookalikes_ignored() {
         );
     }
     assert!(p.counters().unwrap().get("not_http") >= 4);
+}
+
+/// The eight-bytes-at-a-time value path must give exactly what the byte path
+/// gives: every value length 1..=140 (copy bound at 128), every credential kind,
+/// each split across two segments at every offset inside the value.
+#[test]
+fn word_at_a_time_values_match_the_reference_at_every_length_and_split() {
+    require_root!();
+    let p = probe();
+    let key = p
+        .skel
+        .maps
+        .gw_hash_key
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .unwrap()
+        .unwrap();
+    let k0 = u64::from_le_bytes(key[..8].try_into().unwrap());
+    let k1 = u64::from_le_bytes(key[8..16].try_into().unwrap());
+    let reference = |v: &str| {
+        let mut s = siphasher::sip::SipHasher24::new_with_keys(k0, k1);
+        s.write(v.as_bytes());
+        format!("{:016x}", s.finish())
+    };
+    let alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~+/= ";
+    let mut seq = 7000u32;
+    for len in 1..=140usize {
+        let value: String = alphabet.chars().cycle().skip(len).take(len).collect();
+        let value = value.trim().to_string();
+        if value.is_empty() {
+            continue;
+        }
+        let auth = format!("Bearer {value}");
+        let req = format!(
+            "GET /w HTTP/1.1\r\nHost: h\r\nUser-Agent: {value}\r\nAuthorization: {auth}\r\nCookie: {value}\r\nX-Api-Key: {value}\r\n\r\n"
+        );
+        let whole = run_frames(&p, &[v4(&FLOW, seq, req.as_bytes())]).unwrap();
+        seq += 100_000;
+        assert_eq!(whole.len(), 1, "len {len}");
+        let h = http(&whole[0]);
+        let ua = &h.headers["user-agent"];
+        assert_eq!(ua.as_str(), &value[..value.len().min(128)], "len {len}");
+        assert_eq!(
+            h.truncated_headers.contains(&"user-agent".to_string()),
+            value.len() > 128,
+            "len {len}"
+        );
+        assert_eq!(
+            h.credentials["authorization"].hash,
+            reference(&auth),
+            "len {len}"
+        );
+        assert_eq!(h.credentials["authorization"].scheme, "bearer");
+        assert_eq!(h.credentials["cookie"].hash, reference(&value), "len {len}");
+        assert_eq!(
+            h.credentials["x-api-key"].hash,
+            reference(&value),
+            "len {len}"
+        );
+        assert_eq!(h.credentials["cookie"].length as usize, value.len());
+        // A split inside the Authorization value, at a few offsets per length.
+        let at = req.find("Authorization: ").unwrap() + 15;
+        for off in [1, 3, 7, 8, 9].into_iter().filter(|o| *o < auth.len()) {
+            let cut = at + off;
+            let frames = [
+                v4(&FLOW, seq, &req.as_bytes()[..cut]),
+                v4(&FLOW, seq + cut as u32, &req.as_bytes()[cut..]),
+            ];
+            seq += 100_000;
+            let split = run_frames(&p, &frames).unwrap();
+            assert_eq!(split.len(), 1, "len {len} cut {off}");
+            assert_eq!(
+                http(&split[0]).credentials["authorization"].hash,
+                reference(&auth),
+                "len {len} cut {off}"
+            );
+            assert_eq!(http(&split[0]).headers, h.headers, "len {len} cut {off}");
+        }
+    }
+}
+
+fn reference_hash(p: &Probe, v: &[u8]) -> String {
+    let key = p
+        .skel
+        .maps
+        .gw_hash_key
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .unwrap()
+        .unwrap();
+    let k0 = u64::from_le_bytes(key[..8].try_into().unwrap());
+    let k1 = u64::from_le_bytes(key[8..16].try_into().unwrap());
+    let mut s = siphasher::sip::SipHasher24::new_with_keys(k0, k1);
+    s.write(v);
+    format!("{:016x}", s.finish())
+}
+
+fn post_json(path: &str, extra: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: mcp.example\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn mcp(ev: &Event) -> &gatewatch::events::McpInfo {
+    http(ev).mcp.as_ref().expect("mcp block")
+}
+
+const CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"SECRET-ARGUMENT"}}}"#;
+
+#[test]
+fn json_rpc_method_id_and_name_come_from_the_body_never_the_body_itself() {
+    require_root!();
+    let p = probe();
+    let evs = run_frames(&p, &[v4(&FLOW, 1, &post_json("/mcp", "", CALL))]).unwrap();
+    assert_eq!(evs.len(), 1);
+    let m = mcp(&evs[0]);
+    assert!(m.jsonrpc && m.has_id && !m.batch);
+    assert_eq!(m.method.as_deref(), Some("tools/call"));
+    assert_eq!(m.params_name.as_deref(), Some("echo"));
+    assert_eq!(m.body_scan, "complete");
+    // Decided once params.name was read: the arguments were never scanned.
+    assert!((m.body_bytes_scanned as usize) < CALL.find("SECRET").unwrap());
+    assert!(!serde_json::to_string(&evs[0])
+        .unwrap()
+        .contains("SECRET-ARGUMENT"));
+}
+
+#[test]
+fn body_in_the_next_segment_or_split_anywhere_gives_the_same_metadata() {
+    require_root!();
+    let p = probe();
+    let req = post_json("/mcp", "", CALL);
+    let hdr_end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut seq = 50_000u32;
+    for cut in (hdr_end - 3)..(hdr_end + 60) {
+        let frames = [
+            v4(&FLOW, seq, &req[..cut]),
+            v4(&FLOW, seq + cut as u32, &req[cut..]),
+        ];
+        seq += 100_000;
+        let evs = run_frames(&p, &frames).unwrap();
+        assert_eq!(evs.len(), 1, "cut at {cut}");
+        let m = mcp(&evs[0]);
+        assert_eq!(m.method.as_deref(), Some("tools/call"), "cut at {cut}");
+        assert_eq!(m.params_name.as_deref(), Some("echo"), "cut at {cut}");
+        assert!(m.has_id && m.jsonrpc, "cut at {cut}");
+        assert_eq!(m.body_scan, "complete", "cut at {cut}");
+    }
+}
+
+#[test]
+fn batches_notifications_responses_and_non_json() {
+    require_root!();
+    let p = probe();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (post_json("/mcp", "", r#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#), "batch"),
+        (post_json("/mcp", "", r#"{"method":"notifications/initialized","jsonrpc":"2.0"}"#), "notification"),
+        (post_json("/mcp", "", r#"{"id":"a\"b","params":{"uri":"file:///etc/hosts"},"jsonrpc":"2.0","method":"resources/read"}"#), "uri"),
+        (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 51\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}    ".to_vec(), "response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"error\":{\"code\":-32601}}\r\n\r\n".to_vec(), "sse reply"),
+        (post_json("/mcp", "MCP-Protocol-Version: 2025-06-18\r\n", "hello, not json"), "not json"),
+        (post_json("/mcp", "", &format!(r#"{{"jsonrpc":"2.0","params":{{"arguments":{{"x":"{}"}},"name":"n"}},"method":"tools/call","id":1}}"#, "A".repeat(700))), "window"),
+    ];
+    for (i, (bytes, what)) in cases.iter().enumerate() {
+        let flow = Flow {
+            sport: 42000 + i as u16,
+            ..FLOW
+        };
+        let evs = run_frames(&p, &[v4(&flow, 1, bytes)]).unwrap();
+        assert_eq!(evs.len(), 1, "{what}");
+        assert!(http(&evs[0]).mcp.is_some(), "{what}");
+        let m = mcp(&evs[0]);
+        match *what {
+            "batch" => {
+                assert!(m.batch && m.jsonrpc && !m.has_id);
+                assert_eq!(m.method.as_deref(), Some("notifications/initialized"));
+                assert_eq!(m.body_scan, "complete");
+            }
+            "notification" => {
+                assert!(!m.has_id && m.jsonrpc);
+                assert_eq!(m.body_scan, "complete");
+            }
+            "uri" => {
+                assert!(m.has_id);
+                assert_eq!(m.method.as_deref(), Some("resources/read"));
+                assert_eq!(m.params_name.as_deref(), Some("file:///etc/hosts"));
+            }
+            "response" => {
+                assert!(m.has_result && m.has_id && m.jsonrpc && m.method.is_none());
+                assert_eq!(m.body_scan, "complete");
+            }
+            "sse reply" => {
+                assert!(m.has_error && m.has_id && m.jsonrpc);
+                assert!(!m.sse_endpoint);
+            }
+            "not json" => assert_eq!(m.body_scan, "not_json"),
+            "window" => {
+                assert_eq!(m.body_scan, "window");
+                assert!(m.method.is_none());
+                assert_eq!(m.body_bytes_scanned, 512);
+            }
+            _ => unreachable!(),
+        }
+    }
+    // Plain web traffic carries no MCP block at all.
+    let evs = run_frames(
+        &p,
+        &[v4(&FLOW, 1, b"GET /index.html HTTP/1.1\r\nHost: h\r\n\r\n")],
+    )
+    .unwrap();
+    assert!(http(&evs[0]).mcp.is_none());
+}
+
+#[test]
+fn session_ids_are_hashed_with_their_shape_and_query_secrets_masked() {
+    require_root!();
+    let p = probe();
+    let ids: [&[u8]; 4] = [
+        b"a",
+        b"aaaaaaaaaaaaaaaa",
+        b"0f3c9e1a-77b2-4d0e-9a51-3c1f2e7d8b90",
+        b"bad\x01id",
+    ];
+    for (i, id) in ids.iter().enumerate() {
+        let mut req = b"POST /mcp HTTP/1.1\r\nHost: h\r\nMcp-Session-Id: ".to_vec();
+        req.extend_from_slice(id);
+        req.extend_from_slice(b"\r\n\r\n");
+        let flow = Flow {
+            sport: 43000 + i as u16,
+            ..FLOW
+        };
+        let evs = run_frames(&p, &[v4(&flow, 1, &req)]).unwrap();
+        let s = http(&evs[0]).mcp_session.as_ref().expect("session");
+        assert_eq!(s.length as usize, id.len());
+        assert_eq!(s.hash, reference_hash(&p, id));
+        let distinct: std::collections::BTreeSet<_> = id.iter().collect();
+        assert_eq!(s.distinct_bytes as usize, distinct.len());
+        assert_eq!(s.outside_visible_ascii, id.contains(&1));
+        // With a session id present the message counts as MCP traffic.
+        assert_eq!(mcp(&evs[0]).body_scan, "no_body");
+    }
+
+    // Legacy HTTP+SSE transport: the id in the query is hashed and masked.
+    let req = b"POST /messages/?session_id=abc123def&x=1&access_token=TOPSECRET HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    let evs = run_frames(&p, &[v4(&FLOW, 1, req)]).unwrap();
+    let h = http(&evs[0]);
+    assert_eq!(
+        h.path.as_deref(),
+        Some("/messages/?session_id=*********&x=1&access_token=*********")
+    );
+    let s = h.mcp_session.as_ref().unwrap();
+    assert_eq!(s.origin, gatewatch::events::SessionIdOrigin::Query);
+    assert_eq!(s.hash, reference_hash(&p, b"abc123def"));
+    let json = serde_json::to_string(&evs[0]).unwrap();
+    assert!(!json.contains("abc123def") && !json.contains("TOPSECRET"));
+
+    // Its SSE endpoint event: the same id, hashed from the data: URL.
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\r\nevent: endpoint\r\ndata: /messages/?session_id=abc123def\r\n\r\n";
+    let evs = run_frames(
+        &p,
+        &[v4(
+            &Flow {
+                sport: 8000,
+                dport: 45000,
+                ..FLOW
+            },
+            1,
+            resp,
+        )],
+    )
+    .unwrap();
+    let h = http(&evs[0]);
+    assert!(mcp(&evs[0]).sse_endpoint);
+    let s = h.mcp_session.as_ref().unwrap();
+    assert_eq!(s.origin, gatewatch::events::SessionIdOrigin::SseEndpoint);
+    assert_eq!(s.hash, reference_hash(&p, b"abc123def"));
+    assert!(!serde_json::to_string(&evs[0])
+        .unwrap()
+        .contains("abc123def"));
+}
+
+#[test]
+fn a_request_waiting_for_its_body_is_emitted_when_the_flow_ends() {
+    require_root!();
+    let p = probe();
+    let mut req = post_json("/mcp", "MCP-Protocol-Version: 2025-06-18\r\n", CALL);
+    req.truncate(req.len() - CALL.len()); // headers only
+    let evs = run_frames(&p, &[v4(&FLOW, 1, &req)]).unwrap();
+    assert!(evs.is_empty(), "waits for the body");
+    let evs = run_frames(&p, &[v4(&FLOW, 1, &req), common::v4_ctl(&FLOW, 0x11)]).unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(mcp(&evs[0]).body_scan, "ended");
+    // A request that is not JSON never waits.
+    let evs = run_frames(
+        &p,
+        &[v4(
+            &FLOW,
+            1,
+            b"POST /form HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n",
+        )],
+    )
+    .unwrap();
+    assert_eq!(evs.len(), 1);
+}
+
+/// A body in chunked transfer coding, `size` bytes per chunk.
+fn chunked(body: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in body.chunks(size) {
+        out.extend_from_slice(format!("{:X}\r\n", c.len()).as_bytes());
+        out.extend_from_slice(c);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+#[test]
+fn chunked_bodies_are_read_through_their_chunk_framing() {
+    require_root!();
+    let p = probe();
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let head = b"POST /mcp HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    // Chunk boundaries every 5 bytes, so "method" itself is cut by framing;
+    // the body starts in the next segment.
+    for (i, size) in [5usize, 13, 200].iter().enumerate() {
+        let flow = Flow {
+            sport: 46000 + i as u16,
+            ..FLOW
+        };
+        let framed = chunked(body, *size);
+        let frames = [
+            v4(&flow, 1, head),
+            v4(&flow, 1 + head.len() as u32, &framed),
+        ];
+        let evs = run_frames(&p, &frames).unwrap();
+        assert_eq!(evs.len(), 1, "chunk size {size}");
+        let m = mcp(&evs[0]);
+        assert_eq!(m.method.as_deref(), Some("tools/list"), "chunk size {size}");
+        assert!(m.jsonrpc && m.has_id, "chunk size {size}");
+        assert_eq!(m.body_scan, "complete", "chunk size {size}");
+    }
+    // The last chunk ends the body: an unfinished JSON value is "ended".
+    let framed = chunked(br#"{"jsonrpc":"2.0","method":"x""#, 8);
+    let mut req = head.to_vec();
+    req.extend_from_slice(&framed);
+    let evs = run_frames(
+        &p,
+        &[v4(
+            &Flow {
+                sport: 46100,
+                ..FLOW
+            },
+            1,
+            &req,
+        )],
+    )
+    .unwrap();
+    assert_eq!(mcp(&evs[0]).body_scan, "ended");
+}
+
+#[test]
+fn legacy_sse_endpoint_in_a_later_chunked_segment() {
+    require_root!();
+    let p = probe();
+    let flow = Flow {
+        sport: 8000,
+        dport: 47000,
+        ..FLOW
+    };
+    let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n";
+    let ev =
+        b"event: endpoint\r\ndata: /messages/?session_id=9f8e7d6c5b4a39281706f5e4d3c2b1a0\r\n\r\n";
+    let framed = chunked(ev, 4096);
+    let frames = [
+        v4(&flow, 1, head),
+        v4(&flow, 1 + head.len() as u32, &framed[..30]),
+        v4(&flow, 1 + head.len() as u32 + 30, &framed[30..]),
+    ];
+    let evs = run_frames(&p, &frames).unwrap();
+    assert_eq!(evs.len(), 1);
+    let h = http(&evs[0]);
+    assert_eq!(h.status, Some(200));
+    assert!(mcp(&evs[0]).sse_endpoint);
+    let s = h
+        .mcp_session
+        .as_ref()
+        .expect("session from the endpoint URL");
+    assert_eq!(s.origin, gatewatch::events::SessionIdOrigin::SseEndpoint);
+    assert_eq!(s.length, 32);
+    // The same id later in a query string and in the header hashes the same.
+    let id = b"9f8e7d6c5b4a39281706f5e4d3c2b1a0";
+    assert_eq!(s.hash, reference_hash(&p, id));
+    let q = run_frames(
+        &p,
+        &[v4(
+            &Flow {
+                sport: 47001,
+                ..FLOW
+            },
+            1,
+            b"POST /messages/?session_id=9f8e7d6c5b4a39281706f5e4d3c2b1a0 HTTP/1.1\r\nHost: h\r\n\r\n",
+        )],
+    )
+    .unwrap();
+    assert_eq!(http(&q[0]).mcp_session.as_ref().unwrap().hash, s.hash);
+    let json = format!(
+        "{}{}",
+        serde_json::to_string(&evs[0]).unwrap(),
+        serde_json::to_string(&q[0]).unwrap()
+    );
+    assert!(!json.contains("9f8e7d6c5b4a"), "{json}");
+}
+
+#[test]
+fn a_message_waiting_too_long_for_its_body_is_emitted_ended() {
+    require_root!();
+    let cfg = CaptureConfig {
+        body_wait_ms: 1,
+        ..Default::default()
+    };
+    let p = Probe::load(&cfg).unwrap();
+    let req = post_json("/mcp", "MCP-Protocol-Version: 2025-06-18\r\n", CALL);
+    let hdr_end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(run_frames(&p, &[v4(&FLOW, 1, &req[..hdr_end])])
+        .unwrap()
+        .is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // The late body is skipped by its Content-Length; the next request parses.
+    let mut rest = req[hdr_end..].to_vec();
+    rest.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    let evs = run_frames(&p, &[v4(&FLOW, 1 + hdr_end as u32, &rest)]).unwrap();
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert_eq!(mcp(&evs[0]).body_scan, "ended");
+    assert_eq!(http(&evs[1]).path.as_deref(), Some("/next"));
+}
+
+#[test]
+fn a_pcap_of_an_mcp_exchange_replays_to_the_same_mcp_events() {
+    require_root!();
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    let p = probe();
+    let req = post_json(
+        "/mcp",
+        "Mcp-Session-Id: 0f3c9e1a77b24d0e\r\nMCP-Protocol-Version: 2025-06-18\r\n",
+        CALL,
+    );
+    let hdr_end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 46\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"a\":[]}}    ";
+    let back = Flow {
+        src: FLOW.dst,
+        dst: FLOW.src,
+        sport: FLOW.dport,
+        dport: FLOW.sport,
+    };
+    let frames = [
+        v4(&FLOW, 1, &req[..hdr_end]),
+        v4(&FLOW, 1 + hdr_end as u32, &req[hdr_end..]),
+        v4(&back, 1, resp),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcp.pcap");
+    let mut w = PcapWriter::new(std::fs::File::create(&path).unwrap()).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        w.write_packet(&PcapPacket::new(
+            std::time::Duration::from_millis(i as u64),
+            f.len() as u32,
+            f,
+        ))
+        .unwrap();
+    }
+    drop(w);
+    let mut replayed = Vec::new();
+    gatewatch::capture::replay::replay(&p, &path, |ev| {
+        replayed.push(ev);
+        Ok(())
+    })
+    .unwrap();
+    // A fresh probe so that the flow table starts empty for the direct run too.
+    let direct = run_frames(&probe(), &frames).unwrap();
+    assert_eq!(replayed.len(), 2);
+    for (a, b) in replayed.iter().zip(direct.iter()) {
+        assert_eq!(http(a).mcp, http(b).mcp);
+        assert_eq!(
+            http(a).mcp_session.as_ref().map(|s| s.length),
+            http(b).mcp_session.as_ref().map(|s| s.length)
+        );
+    }
+    assert_eq!(mcp(&replayed[0]).method.as_deref(), Some("tools/call"));
+    assert!(mcp(&replayed[1]).has_result);
 }

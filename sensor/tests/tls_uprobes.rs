@@ -297,3 +297,70 @@ fn dropping_the_probe_detaches_and_missing_paths_are_skipped() {
     .unwrap();
     assert!(t.libraries.is_empty());
 }
+
+#[test]
+fn mcp_body_in_a_later_ssl_write_is_scanned_and_the_session_id_hashed() {
+    require_tls_env!();
+    let (p, _t) = setup(vec![LIBSSL.into()]);
+    let col = Collector::new(p);
+    let c = certs();
+    let sid = token();
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"TLS-SECRET-ARG"}}}"#;
+    let pid = run_pair(
+        &c,
+        &[
+            "--path",
+            "/mcp",
+            "--header",
+            &format!("Mcp-Session-Id: {sid}"),
+            "--split",
+            "40",
+            "--body",
+            call,
+        ],
+    );
+    let evs = col.of_pid(pid, 4);
+    let json = serde_json::to_string(&evs).unwrap();
+    assert!(!json.contains(&sid), "session id leaked: {json}");
+    assert!(!json.contains("TLS-SECRET-ARG"), "body leaked: {json}");
+    // Client: header block in 40-byte SSL_writes, then the body in its own
+    // SSL_write (egress); server: SSL_read of the same (ingress).
+    let reqs: Vec<_> = evs
+        .iter()
+        .filter(|e| e.kind == EventKind::HttpRequest)
+        .collect();
+    assert_eq!(reqs.len(), 2, "{json}");
+    let mut hashes = Vec::new();
+    for e in reqs {
+        let h = e.http.as_ref().unwrap();
+        assert_eq!(h.method.as_deref(), Some("POST"));
+        let m = h.mcp.as_ref().expect("mcp block");
+        assert_eq!(m.method.as_deref(), Some("tools/call"), "{json}");
+        assert_eq!(m.params_name.as_deref(), Some("echo"));
+        assert!(m.jsonrpc && m.has_id);
+        assert_eq!(m.body_scan, "complete");
+        let s = h.mcp_session.as_ref().expect("session shape");
+        assert_eq!(s.length as usize, sid.len());
+        hashes.push(s.hash.clone());
+    }
+    assert_eq!(hashes[0], hashes[1]);
+    // The same id through the packet program: the same hash.
+    drop(col);
+    let req = format!("GET /plain HTTP/1.1\r\nHost: h\r\nMcp-Session-Id: {sid}\r\n\r\n");
+    let plain: Vec<Event> = run_frames(p, &[v4(&FLOW, 1, req.as_bytes())])
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.source == CaptureSource::Replay)
+        .collect();
+    assert_eq!(
+        plain[0]
+            .http
+            .as_ref()
+            .unwrap()
+            .mcp_session
+            .as_ref()
+            .unwrap()
+            .hash,
+        hashes[0]
+    );
+}

@@ -6,9 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use thiserror::Error;
 
 use super::clock::BootClock;
-use super::skel::types::{gw_event_hdr, gw_http_event};
+use super::skel::types::{gw_event_hdr, gw_http_event, gw_mcp_body, gw_mcp_sess};
 use crate::events::{
-    CaptureSource, Credential, Direction, Endpoint, Event, EventKind, HttpInfo, ProcessInfo,
+    CaptureSource, Credential, Direction, Endpoint, Event, EventKind, HttpInfo, McpInfo,
+    ProcessInfo, SessionIdOrigin, SessionIdShape,
 };
 
 const EV_HTTP_REQUEST: u32 = 1;
@@ -163,7 +164,7 @@ impl Decoder {
         let is_response = raw.is_response != 0;
         let method_len = usize::from(raw.method_len).min(raw.method.len());
         let path_len = usize::from(raw.path_len).min(raw.path.len());
-        HttpInfo {
+        let mut info = HttpInfo {
             method: (!is_response).then(|| text(&raw.method[..method_len])),
             path: (!is_response).then(|| text(&raw.path[..path_len])),
             path_truncated: raw.anomalies & (1 << 5) != 0,
@@ -183,7 +184,10 @@ impl Decoder {
             segments: u32::from(raw.segments.max(1)),
             mcp_session: None,
             mcp: None,
-        }
+        };
+        info.mcp_session = session_shape(&raw.mcp_sess);
+        info.mcp = mcp_info(&raw.mcp, &info);
+        info
     }
 
     fn ifname(&mut self, ifindex: u32) -> Option<String> {
@@ -192,6 +196,62 @@ impl Decoder {
             .or_insert_with(|| super::attach::ifname(ifindex))
             .clone()
     }
+}
+
+/// Names of `enum gw_scan_result` (bpf/include/gw_events.h).
+const SCAN_RESULTS: [&str; 6] = ["", "complete", "window", "not_json", "no_body", "ended"];
+
+fn session_shape(s: &gw_mcp_sess) -> Option<SessionIdShape> {
+    if s.present == 0 {
+        return None;
+    }
+    let origin = match s.origin {
+        1 => SessionIdOrigin::Header,
+        2 => SessionIdOrigin::Query,
+        3 => SessionIdOrigin::SseEndpoint,
+        _ => return None,
+    };
+    Some(SessionIdShape {
+        origin,
+        length: s.len,
+        hash: format!("{:016x}", s.hash),
+        hash_truncated: s.hash_truncated != 0,
+        distinct_bytes: u32::from(s.distinct),
+        outside_visible_ascii: s.outside_visible != 0,
+    })
+}
+
+/// The MCP block: present when the body is JSON-RPC (or an SSE endpoint
+/// event), or when the message carries MCP headers (then `body_scan` says what
+/// the body was). Plain web and JSON API traffic gets none.
+fn mcp_info(m: &gw_mcp_body, info: &HttpInfo) -> Option<McpInfo> {
+    let result = SCAN_RESULTS
+        .get(usize::from(m.result))
+        .copied()
+        .unwrap_or("ended");
+    let mcp_headers = info.mcp_session.is_some()
+        || ["mcp-protocol-version", "mcp-method", "mcp-name"]
+            .iter()
+            .any(|h| info.headers.contains_key(*h));
+    if !(m.jsonrpc != 0 || m.sse_endpoint != 0 || (mcp_headers && !result.is_empty())) {
+        return None;
+    }
+    let method_len = usize::from(m.method_len).min(m.method.len());
+    let name_len = usize::from(m.name_len).min(m.name.len());
+    Some(McpInfo {
+        jsonrpc: m.jsonrpc != 0,
+        batch: m.batch != 0,
+        method: (method_len > 0).then(|| text(&m.method[..method_len])),
+        method_truncated: m.method_truncated != 0,
+        has_id: m.has_id != 0,
+        params_name: (name_len > 0).then(|| text(&m.name[..name_len])),
+        params_name_truncated: m.name_truncated != 0,
+        has_result: m.has_result != 0,
+        has_error: m.has_error != 0,
+        body_scan: if result.is_empty() { "ended" } else { result }.to_string(),
+        body_bytes_scanned: m.scanned,
+        sse_endpoint: m.sse_endpoint != 0,
+    })
 }
 
 /// Bytes from the wire as text: valid UTF-8 stays, anything else is escaped

@@ -12,6 +12,8 @@ const HS_CRED: u8 = 1;
 const HS_CONTENT_LENGTH: u8 = 2;
 const HS_TRANSFER_ENCODING: u8 = 3;
 const HS_HOST: u8 = 4;
+const HS_MCP_SESSION: u8 = 5;
+const HS_CONTENT_TYPE: u8 = 6;
 const NO_SLOT: u8 = 0xff;
 
 /// Credential headers in `enum gw_cred_slot` order; their values never leave the kernel.
@@ -23,8 +25,13 @@ pub const CREDENTIAL_HEADERS: [&str; 5] = [
     "x-api-key",
 ];
 
-/// Headers copied by default (DESIGN.md).
-pub const DEFAULT_HEADERS: [&str; 10] = [
+/// MCP session ids are bearer-like: hashed in the kernel like credentials,
+/// with their shape (length, distinct bytes, visible-ASCII check) kept.
+pub const SESSION_HEADER: &str = "mcp-session-id";
+
+/// Headers copied by default (DESIGN.md, with the MCP headers the rules read;
+/// Mcp-Session-Id is hashed, not copied).
+pub const DEFAULT_HEADERS: [&str; 12] = [
     "host",
     "user-agent",
     "content-type",
@@ -33,8 +40,10 @@ pub const DEFAULT_HEADERS: [&str; 10] = [
     "x-forwarded-for",
     "x-request-id",
     "origin",
-    "mcp-session-id",
     "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "www-authenticate",
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -103,7 +112,7 @@ impl HeaderTable {
             if name.len() > HDR_NAME_LEN {
                 return Err(HeaderConfigError::TooLong(name));
             }
-            if CREDENTIAL_HEADERS.contains(&name.as_str()) {
+            if CREDENTIAL_HEADERS.contains(&name.as_str()) || name == SESSION_HEADER {
                 return Err(HeaderConfigError::Credential(name));
             }
             if slot_names.contains(&name) {
@@ -119,7 +128,12 @@ impl HeaderTable {
             });
         }
         // Headers the parser needs for its anomaly checks, even when not copied.
-        for name in ["content-length", "transfer-encoding", "host"] {
+        for name in [
+            "content-length",
+            "transfer-encoding",
+            "host",
+            "content-type",
+        ] {
             if !slot_names.iter().any(|n| n == name) {
                 entries.push(HeaderEntry {
                     name: name.to_string(),
@@ -137,6 +151,12 @@ impl HeaderTable {
                 cred: i as u8,
             });
         }
+        entries.push(HeaderEntry {
+            name: SESSION_HEADER.to_string(),
+            slot: NO_SLOT,
+            special: HS_MCP_SESSION,
+            cred: 0,
+        });
         Ok(HeaderTable {
             entries,
             slot_names,
@@ -149,6 +169,7 @@ fn special_of(name: &str) -> u8 {
         "content-length" => HS_CONTENT_LENGTH,
         "transfer-encoding" => HS_TRANSFER_ENCODING,
         "host" => HS_HOST,
+        "content-type" => HS_CONTENT_TYPE,
         _ => HS_NONE,
     }
 }
@@ -160,7 +181,9 @@ mod tests {
     #[test]
     fn default_table_has_credentials_and_checks() {
         let t = HeaderTable::new(&DEFAULT_HEADERS).unwrap();
-        assert_eq!(t.slot_names.len(), 10);
+        assert_eq!(t.slot_names.len(), 12);
+        let sess = t.entries.iter().find(|e| e.name == SESSION_HEADER).unwrap();
+        assert_eq!((sess.slot, sess.special), (NO_SLOT, HS_MCP_SESSION));
         assert!(t
             .entries
             .iter()
@@ -184,6 +207,10 @@ mod tests {
             HeaderTable::new(&["bad name"]),
             Err(HeaderConfigError::InvalidName(_))
         ));
+        assert_eq!(
+            HeaderTable::new(&["Mcp-Session-Id"]),
+            Err(HeaderConfigError::Credential("mcp-session-id".into()))
+        );
         let many: Vec<String> = (0..13).map(|i| format!("x-h{i}")).collect();
         assert_eq!(HeaderTable::new(&many), Err(HeaderConfigError::TooMany(13)));
     }

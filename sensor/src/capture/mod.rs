@@ -34,6 +34,11 @@ pub struct CaptureConfig {
     pub ports: Vec<u16>,
     /// Header-block bytes parsed per message before it is flagged `truncated`.
     pub parse_window: u32,
+    /// Body bytes scanned for JSON-RPC metadata per message (0 = off).
+    pub body_scan_bytes: u32,
+    /// A message waiting for its body is emitted (`body_scan: "ended"`) when the
+    /// next bytes of its flow come later than this, in milliseconds.
+    pub body_wait_ms: u32,
     /// Kernel → userspace ring buffer size in MiB (power of two).
     pub ringbuf_mb: u32,
     /// Flows whose header block or body spans segments, tracked at once (LRU).
@@ -50,7 +55,9 @@ impl Default for CaptureConfig {
                 .collect(),
             ports: Vec::new(),
             parse_window: 16384,
-            ringbuf_mb: 16,
+            body_scan_bytes: 512,
+            body_wait_ms: 1000,
+            ringbuf_mb: 8,
             flow_table_size: 2048,
             attach_mode: attach::AttachMode::Auto,
         }
@@ -70,6 +77,18 @@ impl CaptureConfig {
             bail!(
                 "capture.parse_window: must be 256..=65536, got {}",
                 self.parse_window
+            );
+        }
+        if self.body_scan_bytes > 65536 {
+            bail!(
+                "capture.body_scan_bytes: must be 0..=65536, got {}",
+                self.body_scan_bytes
+            );
+        }
+        if !(1..=60_000).contains(&self.body_wait_ms) {
+            bail!(
+                "capture.body_wait_ms: must be 1..=60000, got {}",
+                self.body_wait_ms
             );
         }
         if !self.ringbuf_mb.is_power_of_two() || self.ringbuf_mb > 1024 {
@@ -113,6 +132,8 @@ impl Probe {
             .context("opening BPF object (is this a kernel with BTF?)")?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.gw_parse_window = cfg.parse_window;
+            ro.gw_body_scan_window = cfg.body_scan_bytes;
+            ro.gw_body_wait_ns = u64::from(cfg.body_wait_ms) * 1_000_000;
             ro.gw_nports = cfg.ports.len() as u32;
             for (i, p) in cfg.ports.iter().enumerate() {
                 ro.gw_ports[i] = *p;

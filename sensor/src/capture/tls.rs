@@ -241,6 +241,8 @@ fn open_and_load(probe: &Probe, with_sock_tps: bool) -> Result<TlsSkel<'static>>
         probe.skel.maps.rodata_data,
     ) {
         ro.gw_parse_window = net_ro.gw_parse_window;
+        ro.gw_body_scan_window = net_ro.gw_body_scan_window;
+        ro.gw_body_wait_ns = net_ro.gw_body_wait_ns;
     }
     let net = &probe.skel.maps;
     open.maps

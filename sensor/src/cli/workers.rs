@@ -25,6 +25,32 @@ pub enum Output {
     RulesetChange(serde_json::Value),
 }
 
+/// Lowers the calling thread's priority (Linux: per thread). `nice` 1..=19 is a
+/// lower share of the CPU; 20 is SCHED_IDLE: the thread runs only on CPU time
+/// nothing else wants. Lowering needs no privilege; a failure is logged and the
+/// thread runs on as it is.
+pub fn lower_thread_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: plain syscalls on the calling thread; `param` outlives the call.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        if nice >= 20 {
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param)
+        } else {
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+        }
+    };
+    if rc != 0 {
+        tracing::warn!(
+            "could not lower the priority of a sensor thread (nice {nice}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// The running rule set, replaced whole on reload; workers notice the generation.
 #[derive(Clone)]
 pub struct CurrentRules {
@@ -87,6 +113,7 @@ impl Workers {
         state: Arc<RuleState>,
         identity: SensorIdentity,
         queue_per_worker: usize,
+        nice: i32,
         out: Sender<Output>,
     ) -> Result<Workers> {
         let n = n.max(1);
@@ -101,6 +128,7 @@ impl Workers {
             let handle = std::thread::Builder::new()
                 .name(format!("gw-rules-{i}"))
                 .spawn(move || {
+                    lower_thread_priority(nice);
                     let mut seen = rules.generation();
                     let mut eval = Evaluator::new(rules.get(), state, identity);
                     for ev in rx {

@@ -12,6 +12,7 @@ use crate::alerts::throttle::Verdict;
 use crate::alerts::{Alert, AlertParts, SensorIdentity};
 use crate::events::Event;
 use crate::rules::engine::{new_engine, EvalCtx};
+use crate::rules::event_map::event_to_dynamic;
 use crate::rules::ruleset::{Rule, RuleCounters, RuleSet};
 use crate::rules::state::RuleState;
 
@@ -101,13 +102,7 @@ impl Evaluator {
         if wanted.is_empty() {
             return Vec::new();
         }
-        let value = match rhai::serde::to_dynamic(ev) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!("event not convertible for rules: {e}");
-                return Vec::new();
-            }
-        };
+        let value = event_to_dynamic(ev);
         let now = self.event_time_ns(&ev.time);
         self.ctx.now_ns.store(now, Ordering::Relaxed);
         let base = self.scope.len();
@@ -119,6 +114,9 @@ impl Evaluator {
         for &i in wanted {
             let rule = &set.rules[i];
             let counters = &set.counters[i];
+            if !rule.meta.requires.is_empty() && !requires_met(&self.scope, &rule.meta.requires) {
+                continue;
+            }
             self.ctx.current.store(i, Ordering::Relaxed);
             self.scope
                 .push_constant_dynamic("rule", self.headers[i].clone());
@@ -212,6 +210,41 @@ impl Evaluator {
             sensor: &self.sensor,
         }))
     }
+}
+
+/// Whether at least one of the `requires` paths is present in `ev` (an empty
+/// array or map counts as absent, an empty string as present).
+fn requires_met(scope: &Scope, requires: &[Vec<String>]) -> bool {
+    let Some(ev) = scope.get("ev") else {
+        return true;
+    };
+    requires.iter().any(|path| present(ev, path))
+}
+
+/// Walks a dotted path by reference (no map is cloned).
+fn present(v: &Dynamic, path: &[String]) -> bool {
+    let Some((first, rest)) = path.split_first() else {
+        return non_empty(v);
+    };
+    match v.as_map_ref() {
+        Ok(m) => m
+            .get(first.as_str())
+            .is_some_and(|next| present(next, rest)),
+        Err(_) => false,
+    }
+}
+
+fn non_empty(v: &Dynamic) -> bool {
+    if v.is_unit() {
+        return false;
+    }
+    if let Ok(a) = v.as_array_ref() {
+        return !a.is_empty();
+    }
+    if let Ok(m) = v.as_map_ref() {
+        return !m.is_empty();
+    }
+    v.as_bool().unwrap_or(true)
 }
 
 /// What a rule's value said, when it matched.

@@ -13,6 +13,7 @@ pub mod cli;
 mod config;
 mod engine;
 mod eval;
+mod event_map;
 pub mod fixtures;
 pub mod loader;
 pub mod net;

@@ -30,6 +30,10 @@ pub struct RuleMeta {
     pub references: Vec<String>,
     /// `None`: every match alerts.
     pub throttle: Option<ThrottleSpec>,
+    /// Event fields of which at least one must be present and non-empty for the
+    /// condition to run at all (dotted paths under `ev`, e.g. `http.mcp`).
+    /// Checked natively, so a rule for rare traffic costs nothing on the rest.
+    pub requires: Vec<Vec<String>>,
 }
 
 /// One compiled rule.
@@ -135,6 +139,7 @@ const META_KEYS: &[&str] = &[
     "references",
     "throttle",
     "enabled",
+    "requires",
 ];
 
 impl RuleSet {
@@ -430,6 +435,17 @@ fn compile_rule(
         }
     }
     let references = list("references")?;
+    let mut requires = Vec::new();
+    for path in list("requires")? {
+        let path = path.strip_prefix("ev.").unwrap_or(&path).to_string();
+        let parts: Vec<String> = path.split('.').map(str::to_string).collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(hdr(format!(
+                "`requires` entry {path:?} is not a dotted event path like \"http.mcp\""
+            )));
+        }
+        requires.push(parts);
+    }
     let throttle =
         match meta.get("throttle") {
             None => ThrottleSpec::new(cfg.throttle_alerts, cfg.throttle_per_secs),
@@ -473,6 +489,7 @@ fn compile_rule(
             mitre,
             references,
             throttle,
+            requires,
         },
         file: file.display().to_string(),
         ast: Arc::new(condition),
