@@ -54,10 +54,20 @@ def kernel_reads_mcp(events) -> bool:
     return any("mcp" in e.get("http", {}) for e in events if e.get("kind") == "http_request")
 
 
-def need_kernel_mcp(events):
-    if not kernel_reads_mcp(events):
-        pytest.skip("the kernel in this build does not emit the MCP fields yet "
-                    "(http.mcp / http.mcp_session: branch mcp-kernel not merged)")
+def need_kernel_mcp(source, timeout=5.0):
+    """Skip unless the kernel fills the MCP fields. `source` is a sensor (its
+    events are waited for, bounded: they reach stdout a moment after the reply)
+    or a list of events."""
+    deadline = time.monotonic() + (timeout if hasattr(source, "events") else 0)
+    while True:
+        events = source.events() if hasattr(source, "events") else source
+        if kernel_reads_mcp(events):
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    pytest.skip("the kernel in this build does not emit the MCP fields yet "
+                "(http.mcp / http.mcp_session: branch mcp-kernel not merged)")
 
 
 # --------------------------------------------------------------------------
@@ -271,7 +281,7 @@ def test_gw_mcp_001_request_without_session_id(topo, mcp_sensor):
     status, _, _ = http(topo, SDK_PORTS["json"], body=rpc("tools/list", id_=2),
                         headers={"MCP-Protocol-Version": INIT_VERSION})
     assert status == 400
-    need_kernel_mcp(mcp_sensor.events())
+    need_kernel_mcp(mcp_sensor)
     wait_alert(mcp_sensor, "GW-MCP-001")
 
 
@@ -288,7 +298,7 @@ def test_gw_mcp_002_session_from_second_address(topo, mcp_sensor, second_client_
     status, _, _ = http(topo, SDK_PORTS["json"], body=rpc("tools/list", id_=2),
                         headers=session_headers(sid), source=second_client_address)
     assert status == 200, "the SDK server does not bind sessions to addresses"
-    need_kernel_mcp(mcp_sensor.events())
+    need_kernel_mcp(mcp_sensor)
     a = wait_alert(mcp_sensor, "GW-MCP-002")[0]
     assert second_client_address in a["message"]
 
@@ -298,7 +308,7 @@ def test_gw_mcp_003_never_issued_and_reused_after_delete(topo, mcp_sensor):
     status, _, _ = http(topo, port, body=rpc("tools/list", id_=2),
                         headers=session_headers(uuid.uuid4().hex))
     assert status == 404
-    need_kernel_mcp(mcp_sensor.events())
+    need_kernel_mcp(mcp_sensor)
     wait_alert(mcp_sensor, "GW-MCP-003")
     sid = initialize(topo)
     assert http(topo, port, method="DELETE", headers=session_headers(sid))[0] == 200
@@ -315,7 +325,7 @@ def test_gw_mcp_004_404_burst(topo, mcp_sensor):
     for i in range(6):
         assert http(topo, SDK_PORTS["json"], body=rpc("tools/list", id_=i),
                     headers=session_headers(uuid.uuid4().hex))[0] == 404
-    need_kernel_mcp(mcp_sensor.events())
+    need_kernel_mcp(mcp_sensor)
     wait_alert(mcp_sensor, "GW-MCP-004")
 
 
@@ -323,14 +333,14 @@ def test_gw_mcp_005_method_before_initialized(topo, mcp_sensor):
     sid = initialize(topo, complete=False)
     http(topo, SDK_PORTS["json"], body=rpc("tools/call", id_=2, name="echo", arguments={"text": "x"}),
          headers=session_headers(sid))
-    need_kernel_mcp(mcp_sensor.events())
+    need_kernel_mcp(mcp_sensor)
     wait_alert(mcp_sensor, "GW-MCP-005")
 
 
 def test_gw_mcp_006_weak_session_id(topo, mcp_sensor):
     assert http(topo, SDK_PORTS["json"], body=rpc("tools/list", id_=2),
                 headers=session_headers("aaaa"))[0] == 404
-    need_kernel_mcp(mcp_sensor.events())
+    need_kernel_mcp(mcp_sensor)
     a = wait_alert(mcp_sensor, "GW-MCP-006")[0]
     assert "only 4 bytes" in a["message"]
 
@@ -342,7 +352,7 @@ def test_gw_mcp_007_unknown_and_changed_version(topo, mcp_sensor):
                 headers=session_headers(sid, "1999-01-01"))[0] == 400
     wait_alert(mcp_sensor, "GW-MCP-007")
     http(topo, port, body=rpc("tools/list", id_=3), headers=session_headers(sid, "2025-06-18"))
-    need_kernel_mcp(mcp_sensor.events())
+    need_kernel_mcp(mcp_sensor)
     deadline = time.monotonic() + 8
     while time.monotonic() < deadline:
         if any("switched from 2025-11-25 to 2025-06-18" in a["message"] for a in mcp_rules_fired(mcp_sensor)):
@@ -361,7 +371,7 @@ def test_gw_mcp_008_stateless_header_desync(topo, mcp_sensor):
     port = SDK_PORTS["json"]
     hdr = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list"}
     http(topo, port, body=modern("tools/call", name="echo", arguments={"text": "x"}), headers=hdr)
-    need_kernel_mcp(mcp_sensor.events())
+    need_kernel_mcp(mcp_sensor)
     a = wait_alert(mcp_sensor, "GW-MCP-008")[0]
     assert "body method tools/call" in a["message"]
     # Mcp-Name in base64 form naming another tool than the body.
@@ -415,7 +425,7 @@ def test_gw_mcp_013_tools_call_after_401(topo, mcp_sensor):
     call = rpc("tools/call", id_=1, name="echo", arguments={"text": "x"})
     assert http(topo, SDK_PORTS["token"], body=call)[0] == 401
     assert http(topo, SDK_PORTS["token"], body=call)[0] == 401
-    need_kernel_mcp(mcp_sensor.events())
+    need_kernel_mcp(mcp_sensor)
     wait_alert(mcp_sensor, "GW-MCP-013")
 
 
@@ -435,14 +445,14 @@ def test_gw_mcp_015_tools_call_burst(topo, mcp_servers, sensor_factory):
         assert http(topo, SDK_PORTS["json"], body=rpc("tools/call", id_=10 + i, name="echo",
                                                       arguments={"text": str(i)}),
                     headers=session_headers(sid))[0] == 200
-    need_kernel_mcp(sensor.events())
+    need_kernel_mcp(sensor)
     wait_alert(sensor, "GW-MCP-015")
 
 
 def test_gw_mcp_016_method_outside_spec(topo, mcp_sensor):
     sid = initialize(topo)
     http(topo, SDK_PORTS["json"], body=rpc("admin/exec", id_=2, cmd="id"), headers=session_headers(sid))
-    need_kernel_mcp(mcp_sensor.events())
+    need_kernel_mcp(mcp_sensor)
     a = wait_alert(mcp_sensor, "GW-MCP-016")[0]
     assert "admin/exec" in a["message"]
 
