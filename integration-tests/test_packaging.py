@@ -58,7 +58,8 @@ def test_deb_puts_files_where_listed(deb):
     print(f"\n{deb.name}: {deb.stat().st_size / 1e6:.1f} MB")
     for path in ["/usr/bin/gatewatch", "/etc/gatewatch/gatewatch.toml", UNIT,
                  "/usr/share/gatewatch/schemas/event.schema.json",
-                 "/usr/share/doc/gatewatch/SECURITY.md", "/var/lib/gatewatch", "/etc/gatewatch/rules.d"]:
+                 "/usr/share/doc/gatewatch/SECURITY.md", "/var/lib/gatewatch", "/etc/gatewatch/rules.d",
+                 "/usr/share/gatewatch/rules/mcp/GW-MCP-001-request-without-session-id.rhai"]:
         assert os.path.exists(path), path
     assert "/etc/gatewatch/gatewatch.toml" in sh("dpkg-query", "--control-show", "gatewatch", "conffiles").stdout
     assert sh("id", "-u", "gatewatch").stdout.strip().isdigit()
@@ -174,6 +175,11 @@ def test_rpm_lists_files_and_scripts():
                  "/usr/lib/systemd/system/gatewatch.service",
                  "/usr/share/gatewatch/schemas/event.schema.json"]:
         assert path in files, files
+    # Every rule of the repository's pack (http, l4, mcp, sensor), with its fixtures.
+    for rule in sorted((ROOT / "rules").rglob("*.rhai")):
+        rel = rule.relative_to(ROOT / "rules")
+        for f in (rel, rel.with_suffix(".tests.json")):
+            assert f"/usr/share/gatewatch/rules/{f}" in files, f"{f} missing from the rpm"
     assert "/etc/gatewatch/gatewatch.toml" in sh("rpm", "-qcp", str(rpm)).stdout
     scripts = sh("rpm", "-qp", "--scripts", str(rpm)).stdout
     assert "useradd --system" in scripts and "systemctl stop gatewatch.service" in scripts, scripts

@@ -33,6 +33,8 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub mcp: crate::mcp::McpConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +81,11 @@ impl Config {
         cfg.rules
             .validate()
             .map_err(|e| anyhow::anyhow!("{origin}: rules: {e}"))?;
+        cfg.mcp
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        // Rules read the [mcp] values as `config.mcp.*`.
+        cfg.rules.mcp = cfg.mcp.clone();
         if cfg.sensor.queue_capacity == 0 {
             anyhow::bail!("{origin}: sensor.queue_capacity must be at least 1");
         }
@@ -161,6 +168,23 @@ mod tests {
         assert!(d.tls.enabled);
         assert_eq!(format!("{:?}", c.capture), format!("{:?}", d.capture));
         assert_eq!(format!("{:?}", c.l4), format!("{:?}", d.l4));
+        assert_eq!(c.mcp, d.mcp);
+        // The packaged files spell out the code's defaults, and rules see them.
+        assert_eq!(d.mcp, crate::mcp::McpConfig::default());
+        assert_eq!(d.rules.mcp, d.mcp);
+    }
+
+    #[test]
+    fn mcp_errors_name_the_key() {
+        let e = Config::parse("[mcp]\nmax_flows = 0\n", "f").unwrap_err();
+        assert!(format!("{e:#}").contains("mcp.max_flows"), "{e:#}");
+        let e = Config::parse("[mcp]\nprotect = true\n", "f").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("unknown field `protect`"),
+            "{e:#}"
+        );
+        let c = Config::parse("[mcp]\nrequire_auth = true\n", "f").unwrap();
+        assert!(c.rules.mcp.require_auth);
     }
 
     #[test]

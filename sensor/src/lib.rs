@@ -9,6 +9,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod mcp;
 pub mod metrics;
 pub mod rules;
 pub mod sinks;

@@ -231,6 +231,8 @@ fn scrape_parses_strictly_and_carries_the_counts() {
     m.kafka_acked.add(9);
     m.kafka_spooled.inc();
     m.session_tracker_size.set(17);
+    m.mcp_sessions_issued.set_total(4);
+    m.mcp_tracker_evictions.inc();
     m.bpf_map_pressure.with(&["flows"]).set(0.5);
 
     let (code, head, body) = get(server.local_addr(), "/metrics");
@@ -299,6 +301,8 @@ fn scrape_parses_strictly_and_carries_the_counts() {
     assert_eq!(v("gatewatch_kafka_spooled_total", &[]), 1.0);
     assert_eq!(v("gatewatch_kafka_dropped_total", &[]), 0.0);
     assert_eq!(v("gatewatch_session_tracker_size", &[]), 17.0);
+    assert_eq!(v("gatewatch_mcp_sessions_issued_total", &[]), 4.0);
+    assert_eq!(v("gatewatch_mcp_tracker_evictions_total", &[]), 1.0);
     assert_eq!(v("gatewatch_bpf_map_pressure", &[("map", "flows")]), 0.5);
     assert_eq!(v("gatewatch_healthy", &[]), 1.0);
 

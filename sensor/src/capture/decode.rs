@@ -116,6 +116,7 @@ impl Decoder {
             http: Some(self.http(&raw)),
             stats: None,
             l4: None,
+            mcp_context: None,
         })
     }
 

@@ -188,6 +188,7 @@ pub fn flush(
             http: None,
             stats: None,
             l4: Some(l4),
+            mcp_context: None,
         });
     }
     Ok(events)

@@ -9,6 +9,7 @@ use super::ReplayArgs;
 use crate::alerts::SensorIdentity;
 use crate::capture::{replay, Probe};
 use crate::config::Config;
+use crate::mcp::Tracker;
 use crate::metrics::{Health, Metrics};
 use crate::rules::loader::load_configured;
 use crate::rules::{Evaluator, RuleState};
@@ -46,7 +47,9 @@ pub fn replay_cmd(args: ReplayArgs) -> Result<()> {
     // Replays do not write the audit trail: it records what the live sensor raised.
     let mut pipeline = Pipeline::new(&outputs, metrics, health, None)?;
     let probe = Probe::load_with(&cfg.capture, &cfg.l4)?;
-    let stats = replay::replay(&probe, &args.pcap, |ev| {
+    let mut tracker = Tracker::new(&cfg.mcp);
+    let stats = replay::replay(&probe, &args.pcap, |mut ev| {
+        tracker.observe(&mut ev);
         let alerts = evaluator.evaluate(&ev);
         pipeline.handle_event(&ev, &alerts);
         Ok(())
@@ -56,6 +59,12 @@ pub fn replay_cmd(args: ReplayArgs) -> Result<()> {
     let summary = serde_json::json!({
         "replay": stats,
         "alerts": pipeline.alerts,
+        "mcp": {
+            "sessions_issued": tracker.counters().sessions_issued,
+            "sessions_ended": tracker.counters().sessions_ended,
+            "evictions": tracker.counters().evictions(),
+            "unpaired_responses": tracker.counters().unpaired_responses,
+        },
         "kernel": counters.as_pairs().collect::<std::collections::BTreeMap<_, _>>(),
     });
     eprintln!("{summary}");

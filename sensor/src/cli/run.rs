@@ -24,6 +24,7 @@ use crate::capture::decode::{format_time, Decoder};
 use crate::capture::Probe;
 use crate::config::Config;
 use crate::events::{CaptureSource, Direction, Event, EventKind, SensorStats};
+use crate::mcp::Tracker;
 use crate::metrics::{Health, Metrics, MetricsServer};
 use crate::rules::loader::load_configured;
 use crate::rules::{RuleSet, RuleState};
@@ -185,11 +186,25 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let mut decoder = Decoder::new(probe.table.slot_names.clone(), CaptureSource::Net);
     let dispatch = workers.dispatcher();
     let ring_errors = Arc::clone(&decode_errors);
+    // The MCP tracker needs capture order, so it runs here, before sharding.
+    let mut tracker = Tracker::new(&cfg.mcp);
+    let tracker_metrics = Arc::clone(&metrics);
     let mut builder = RingBufferBuilder::new();
     builder
         .add(&probe.skel.maps.gw_events, move |data: &[u8]| {
             match decoder.decode(data, None) {
-                Ok(ev) => {
+                Ok(mut ev) => {
+                    tracker.observe(&mut ev);
+                    tracker_metrics
+                        .session_tracker_size
+                        .set(i64::try_from(tracker.live_sessions()).unwrap_or(i64::MAX));
+                    let counted = tracker.counters();
+                    tracker_metrics
+                        .mcp_sessions_issued
+                        .set_total(counted.sessions_issued);
+                    tracker_metrics
+                        .mcp_tracker_evictions
+                        .set_total(counted.evictions());
                     if !dispatch.dispatch(ev) {
                         return -1;
                     }
@@ -371,6 +386,7 @@ fn stats_event(
         process: None,
         http: None,
         l4: None,
+        mcp_context: None,
         stats: Some(SensorStats {
             interval_ms: elapsed.as_millis() as u64,
             packets_seen: d.get("packets_seen"),

@@ -32,6 +32,9 @@ pub struct Event {
     pub stats: Option<SensorStats>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l4: Option<L4Window>,
+    /// What the MCP session tracker knows at this message (MCP traffic only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_context: Option<McpContext>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -211,6 +214,171 @@ pub struct McpInfo {
 
 fn one() -> u32 {
     1
+}
+
+/// Which MCP wire form a message belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum McpTransport {
+    /// Streamable HTTP with `Mcp-Session-Id` (2025-03-26 .. 2025-11-25), or its
+    /// session-less start (`initialize` before an id is issued).
+    Session,
+    /// Stateless Streamable HTTP (2026-07-28): per-request version and `Mcp-Method`.
+    Stateless,
+    /// The deprecated HTTP+SSE transport (2024-11-05): id in the query string.
+    Sse,
+    /// An MCP endpoint or JSON-RPC body, but nothing says which form yet.
+    Unknown,
+}
+
+/// The tracker's view of one session id at this message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// This response issued the id (answer to `initialize`, or an SSE `endpoint` event).
+    Issued,
+    /// Issued earlier and not ended.
+    Live,
+    /// Ended earlier (see `ended_by`) and used again.
+    Ended,
+    /// Never seen issued by this sensor.
+    Unknown,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionEnd {
+    /// DELETE answered 2xx.
+    Delete,
+    /// The server answered 404 to a request carrying the id.
+    NotFound,
+    /// No traffic for `mcp.session_idle_secs`.
+    Expired,
+}
+
+/// Session facts for rules. Keyed by the id's keyed hash: the id never leaves the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct McpSessionContext {
+    /// Keyed hash of the session id (same as `http.mcp_session.hash`).
+    pub hash: String,
+    pub state: SessionState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<SessionEnd>,
+    /// This message ended the session (2xx to DELETE, or 404).
+    #[serde(default)]
+    pub ended_here: bool,
+    /// Client address the id was issued to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IpAddr>,
+    /// The request comes from another address than the one the id was issued to.
+    #[serde(default)]
+    pub client_changed: bool,
+    /// `initialize` was answered 2xx and `notifications/initialized` followed.
+    #[serde(default)]
+    pub initialized: bool,
+    /// `MCP-Protocol-Version` of the first request that carried one in this session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// This request's `MCP-Protocol-Version` differs from `version`.
+    #[serde(default)]
+    pub version_changed: bool,
+    /// Requests seen on this session, this one included.
+    #[serde(default)]
+    pub requests: u64,
+    /// Requests per JSON-RPC method on this session (at most 64 methods; the rest under "other").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub methods: BTreeMap<String, u64>,
+    /// Milliseconds since the id was issued.
+    #[serde(default)]
+    pub age_ms: u64,
+    /// Milliseconds since the previous message on this session.
+    #[serde(default)]
+    pub idle_ms: u64,
+}
+
+/// Facts about the client address (towards this server) at this message.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct McpClientContext {
+    /// Sessions issued to this client address by this server that have not ended.
+    #[serde(default)]
+    pub live_sessions: u32,
+    /// The server answered this client 401 within `mcp.auth_challenge_secs`.
+    #[serde(default)]
+    pub auth_challenged: bool,
+    /// Stateless form: protocol versions this client has used with this server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<String>,
+    /// Stateless form: requests from this client to this server, this one included.
+    #[serde(default)]
+    pub requests: u64,
+    /// Stateless form: requests per JSON-RPC method (at most 64 methods; the rest under "other").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub methods: BTreeMap<String, u64>,
+}
+
+/// The request a response answers (paired per TCP flow, in HTTP/1.1 order).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct McpRequestSummary {
+    /// HTTP method.
+    pub method: String,
+    /// JSON-RPC method of the request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpc_method: Option<String>,
+    /// The request carried a session id.
+    #[serde(default)]
+    pub had_session: bool,
+    #[serde(default)]
+    pub had_authorization: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// Stateless requests: do the routing headers agree with the body?
+/// `None` where the body scan could not decide.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct McpHeaderCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method_matches: Option<bool>,
+    /// `Mcp-Name` (after `=?base64?...?=` decoding) against `params.name` / `params.uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_matches: Option<bool>,
+    /// Required headers that are absent (`mcp-protocol-version`, `mcp-method`, `mcp-name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+}
+
+/// The MCP session tracker's view, attached to MCP requests and responses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct McpContext {
+    pub transport: McpTransport,
+    /// The request path (or the paired request's) is one of `mcp.endpoint_paths`.
+    #[serde(default)]
+    pub endpoint: bool,
+    /// The tracker has seen `mcp.warmup_secs` of traffic: sessions older than the
+    /// sensor are no longer expected.
+    #[serde(default)]
+    pub tracker_warm: bool,
+    /// The request (for a response: the request it answers) sent an `Origin`
+    /// not in `mcp.allowed_origins` (empty list: not a loopback page to a loopback server).
+    #[serde(default)]
+    pub origin_refused: bool,
+    /// Its `Host` is not in `mcp.allowed_hosts` (empty list: a loopback server
+    /// reached by a name that is not a loopback name).
+    #[serde(default)]
+    pub host_refused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<McpSessionContext>,
+    #[serde(default)]
+    pub client: McpClientContext,
+    /// Responses: the request this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<McpRequestSummary>,
+    /// Stateless requests only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_check: Option<McpHeaderCheck>,
 }
 
 /// What the kernel reveals about a credential header.

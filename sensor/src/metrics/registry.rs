@@ -328,6 +328,11 @@ pub struct Metrics {
     pub kafka_dropped: Counter,
     /// `session_tracker_size`: MCP sessions currently tracked.
     pub session_tracker_size: Gauge,
+    /// `mcp_sessions_issued_total`: MCP sessions the tracker saw issued.
+    pub mcp_sessions_issued: Counter,
+    /// `mcp_tracker_evictions_total`: sessions, ended ids, clients, flows or queued
+    /// requests the MCP tracker forgot to stay within its `[mcp]` bounds.
+    pub mcp_tracker_evictions: Counter,
     /// `bpf_map_pressure{map}`: fill ratio 0..1 of a BPF map.
     pub bpf_map_pressure: Family<FloatGauge>,
     /// `audit_records_total`: records appended to the audit trail.
@@ -362,6 +367,8 @@ impl Metrics {
             kafka_spooled: Counter::default(),
             kafka_dropped: Counter::default(),
             session_tracker_size: Gauge::default(),
+            mcp_sessions_issued: Counter::default(),
+            mcp_tracker_evictions: Counter::default(),
             bpf_map_pressure: Family::new(&["map"]),
             audit_records: Counter::default(),
             audit_errors: Counter::default(),
@@ -499,6 +506,18 @@ impl Metrics {
             "session_tracker_size",
             "MCP sessions currently tracked.",
             &self.session_tracker_size,
+        );
+        render_single(
+            &mut o,
+            "mcp_sessions_issued_total",
+            "MCP sessions the tracker saw issued.",
+            &self.mcp_sessions_issued,
+        );
+        render_single(
+            &mut o,
+            "mcp_tracker_evictions_total",
+            "Entries the MCP tracker forgot to stay within its bounds.",
+            &self.mcp_tracker_evictions,
         );
         render_family(
             &mut o,

@@ -47,6 +47,9 @@ pub struct RulesConfig {
     pub max_header_bytes: u64,
     /// Free-form numbers and strings for rules (`config.thresholds.NAME`).
     pub thresholds: BTreeMap<String, Threshold>,
+    /// The `[mcp]` section, copied here when the config is loaded (`config.mcp.*`).
+    #[serde(skip)]
+    pub mcp: crate::mcp::McpConfig,
 }
 
 /// A value in `[rules.thresholds]`.
@@ -107,6 +110,7 @@ impl Default for RulesConfig {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
+            mcp: crate::mcp::McpConfig::default(),
         }
     }
 }
@@ -175,6 +179,7 @@ impl RulesConfig {
             t.insert(k.as_str().into(), d);
         }
         m.insert("thresholds".into(), t.into());
+        m.insert("mcp".into(), self.mcp.to_rhai().into());
         m
     }
 }

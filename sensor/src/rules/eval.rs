@@ -28,6 +28,8 @@ pub struct Evaluator {
     /// only, so that pushing it is cheap and workers never touch one lock).
     headers: Vec<Dynamic>,
     last_time: i64,
+    /// Replaces the set's `config` map (fixtures that test other settings).
+    config_override: Option<Dynamic>,
 }
 
 /// Why one rule produced nothing for one event.
@@ -50,6 +52,7 @@ impl Evaluator {
             scope: Scope::new(),
             headers: Vec::new(),
             last_time: 0,
+            config_override: None,
         };
         ev.reset_scope();
         ev
@@ -58,8 +61,11 @@ impl Evaluator {
     fn reset_scope(&mut self) {
         self.scope.clear();
         // A private, unshared copy: it stays in the scope for every event.
-        self.scope
-            .push_constant_dynamic("config", self.set.config_map.flatten_clone());
+        let config = match &self.config_override {
+            Some(c) => c.flatten_clone(),
+            None => self.set.config_map.flatten_clone(),
+        };
+        self.scope.push_constant_dynamic("config", config);
         self.ctx
             .set_rules(self.set.rules.iter().map(|r| r.id.clone()).collect());
         self.headers = self
@@ -76,6 +82,12 @@ impl Evaluator {
             self.engine = new_engine(set.config.max_operations, self.ctx.clone());
         }
         self.set = set;
+        self.reset_scope();
+    }
+
+    /// Rules see `config` instead of the set's config map (`None`: the set's again).
+    pub fn set_config_override(&mut self, config: Option<Dynamic>) {
+        self.config_override = config;
         self.reset_scope();
     }
 

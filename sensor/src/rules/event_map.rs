@@ -135,6 +135,9 @@ pub fn event_to_dynamic(ev: &Event) -> Dynamic {
     if let Some(l4) = &ev.l4 {
         m.insert("l4".into(), via_serde(l4));
     }
+    if let Some(c) = &ev.mcp_context {
+        m.insert("mcp_context".into(), via_serde(c));
+    }
     Dynamic::from_map(m)
 }
 

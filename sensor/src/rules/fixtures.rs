@@ -19,7 +19,8 @@
 //! `"quiet"` means it raises none. Optional checks: `alerts: N` (exact count
 //! over the case), `first_alert_at: N` (1-based position of the event that
 //! raises the first one), `summary_contains` (text in the last alert's
-//! summary). Every case runs on fresh state.
+//! summary), `config` (laid over the `config` map rules see, for this case).
+//! Every case runs on fresh state.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -54,6 +55,10 @@ pub struct Case {
     pub first_alert_at: Option<usize>,
     #[serde(default)]
     pub summary_contains: Option<String>,
+    /// Laid over the `config` map rules see, for this case only
+    /// (e.g. `{ "mcp": { "protected": true } }`).
+    #[serde(default)]
+    pub config: Option<Value>,
 }
 
 /// The outcome of one case.
@@ -181,6 +186,13 @@ pub fn build_event(partial: &Value, i: usize) -> Result<Event, String> {
     serde_json::from_value(ev).map_err(|e| format!("event {}: {e}", i + 1))
 }
 
+/// The set's `config` map with `patch` laid over it.
+fn config_with(set: &RuleSet, patch: &Value) -> Result<rhai::Dynamic, String> {
+    let mut base: Value = rhai::serde::from_dynamic(&set.config_map).map_err(|e| e.to_string())?;
+    merge(&mut base, patch);
+    rhai::serde::to_dynamic(&base).map_err(|e| e.to_string())
+}
+
 /// Runs the fixtures of every rule in `set` (files found next to each rule).
 pub fn run(set: &Arc<RuleSet>) -> Report {
     let mut report = Report::default();
@@ -239,6 +251,15 @@ fn run_case(
     }
     let state = Arc::new(RuleState::new(set.config()));
     let mut ev = Evaluator::new(set.clone(), state, sensor.clone());
+    if let Some(patch) = &case.config {
+        match config_with(set, patch) {
+            Ok(c) => ev.set_config_override(Some(c)),
+            Err(e) => {
+                result.detail = format!("bad fixture config: {e}");
+                return result;
+            }
+        }
+    }
     let counters = &set.counters[idx];
     let failures_before =
         counters.errors.load(Ordering::Relaxed) + counters.budget_exceeded.load(Ordering::Relaxed);
