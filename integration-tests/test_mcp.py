@@ -193,8 +193,12 @@ def mcp_sensor(mcp_servers, sensor_factory):
 
 
 def requests_to(sensor, port):
-    return [e for e in sensor.events()
-            if e.get("kind") == "http_request" and e.get("dst", {}).get("port") == port]
+    # In time order: rule workers are sharded by connection, so the output
+    # interleaves connections in whatever order the workers finish; the
+    # kernel's timestamp is the wire order.
+    return sorted((e for e in sensor.events()
+                   if e.get("kind") == "http_request" and e.get("dst", {}).get("port") == port),
+                  key=lambda e: e["time"])
 
 
 def rpc_methods(events):
@@ -503,7 +507,7 @@ def test_replay_of_a_clean_sdk_session(topo, mcp_sensor, tmp_path):
                    "--output", f"jsonl:{out}"], check=False, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     replayed = [json.loads(ln) for ln in out.read_text().splitlines() if ln.strip()]
-    replayed_events = [e for e in replayed if "class_uid" not in e]
+    replayed_events = sorted((e for e in replayed if "class_uid" not in e), key=lambda e: e["time"])
 
     def shape(events):
         return [(e["http"]["method"], e["http"]["path"], e["http"].get("mcp", {}).get("method"),
