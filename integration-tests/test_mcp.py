@@ -192,13 +192,19 @@ def mcp_sensor(mcp_servers, sensor_factory):
     return sensor_factory(config=MCP_CONFIG)
 
 
+def time_key(e) -> str:
+    """Sortable event time: the fraction padded to 9 digits (RFC 3339 drops trailing zeros)."""
+    t = e["time"].rstrip("Z")
+    whole, _, frac = t.partition(".")
+    return f"{whole}.{frac.ljust(9, '0')}"
+
+
 def requests_to(sensor, port):
-    # In time order: rule workers are sharded by connection, so the output
-    # interleaves connections in whatever order the workers finish; the
-    # kernel's timestamp is the wire order.
+    """Requests in capture order. Output order is not capture order: rule
+    workers shard events by flow, and each connection of the SDK is a flow."""
     return sorted((e for e in sensor.events()
                    if e.get("kind") == "http_request" and e.get("dst", {}).get("port") == port),
-                  key=lambda e: e["time"])
+                  key=time_key)
 
 
 def rpc_methods(events):
@@ -507,7 +513,7 @@ def test_replay_of_a_clean_sdk_session(topo, mcp_sensor, tmp_path):
                    "--output", f"jsonl:{out}"], check=False, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     replayed = [json.loads(ln) for ln in out.read_text().splitlines() if ln.strip()]
-    replayed_events = sorted((e for e in replayed if "class_uid" not in e), key=lambda e: e["time"])
+    replayed_events = sorted((e for e in replayed if "class_uid" not in e), key=time_key)
 
     def shape(events):
         return [(e["http"]["method"], e["http"]["path"], e["http"].get("mcp", {}).get("method"),
