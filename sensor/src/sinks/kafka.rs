@@ -32,6 +32,11 @@ use crate::metrics::Metrics;
 
 /// Opaque of a best-effort event message (alerts carry their spool offset).
 const EVENT_OPAQUE: usize = usize::MAX;
+/// Deliveries failing this long with no acknowledgement in between: start a
+/// new producer. A fresh broker (e.g. memory storage after a restart) may not
+/// know the producer id and reject it for ever without librdkafka calling it
+/// fatal; during a plain outage a new producer costs nothing.
+const RECREATE_AFTER: Duration = Duration::from_secs(15);
 /// Latency samples kept for the p50/p99 in the shutdown summary.
 const LATENCY_SAMPLES: usize = 200_000;
 
@@ -183,6 +188,8 @@ pub struct KafkaSink {
     in_flight: BTreeMap<u64, (u32, i64)>,
     in_flight_count: usize,
     retry_at: Option<Instant>,
+    /// First failed delivery since the last acknowledgement.
+    failing_since: Option<Instant>,
     drops_to_report: u64,
     latencies_ms: Vec<u32>,
 }
@@ -242,6 +249,7 @@ impl KafkaSink {
             in_flight: BTreeMap::new(),
             in_flight_count: 0,
             retry_at: None,
+            failing_since: None,
             drops_to_report: 0,
             latencies_ms: Vec::new(),
         };
@@ -374,6 +382,7 @@ impl KafkaSink {
             }
             match d.error {
                 None => {
+                    self.failing_since = None;
                     self.metrics.kafka_acked.inc();
                     if let (Some(t), true) = (time_ms, self.latencies_ms.len() < LATENCY_SAMPLES) {
                         self.latencies_ms
@@ -399,6 +408,14 @@ impl KafkaSink {
             }
             self.send_pos = self.send_pos.min(offset);
             self.back_off();
+            let since = *self.failing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= RECREATE_AFTER {
+                self.recreate_producer(&format!(
+                    "deliveries failing for {} s with no acknowledgement",
+                    since.elapsed().as_secs()
+                ));
+                self.failing_since = Some(Instant::now());
+            }
         }
         let first_in_flight = self.in_flight.keys().next().copied().unwrap_or(u64::MAX);
         self.spool
@@ -406,11 +423,15 @@ impl KafkaSink {
     }
 
     fn recover_from_fatal(&mut self) {
-        let Some((code, reason)) = self.producer.client().fatal_error() else {
-            return;
-        };
-        tracing::error!(
-            "Kafka producer failed fatally ({code:?}: {reason}); recreating it and resending unacknowledged alerts from the spool"
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            self.recreate_producer(&format!("fatal error {code:?}: {reason}"));
+        }
+    }
+
+    /// A new producer (new producer id); unacknowledged alerts are resent from the spool.
+    fn recreate_producer(&mut self, why: &str) {
+        tracing::warn!(
+            "Kafka producer: {why}; starting a new one and resending unacknowledged alerts from the spool"
         );
         let generation = self.generation + 1;
         match create_producer(
@@ -455,6 +476,13 @@ impl KafkaSink {
         {
             tracing::error!("{e}");
         }
+    }
+
+    /// p50, p99 and max of hand-off→ack latencies (ms) since the last call.
+    pub fn take_latency_percentiles(&mut self) -> (u32, u32, u32) {
+        let r = percentiles(&mut self.latencies_ms);
+        self.latencies_ms.clear();
+        r
     }
 
     /// Waits up to `flush_timeout_ms` for acknowledgements; the rest stays
