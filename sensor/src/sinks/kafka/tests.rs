@@ -256,3 +256,40 @@ fn secrets_in_properties_are_not_in_debug_output() {
     cfg.properties.insert("acks".into(), "1".into());
     assert!(cfg.validate().is_err());
 }
+
+#[test]
+fn full_spool_drops_oldest_and_reports_it_as_an_alert() {
+    let c = cluster();
+    c.broker_down(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = KafkaConfig {
+        spool_max_mb: 1,
+        ..config(dir.path())
+    };
+    let metrics = Arc::new(Metrics::new());
+    let mut sink = KafkaSink::open(
+        &c.bootstrap_servers(),
+        TOPIC,
+        None,
+        &cfg,
+        Arc::clone(&metrics),
+    )
+    .unwrap();
+    let pad = "p".repeat(2000);
+    for i in 0..1000 {
+        let (id, _) = alert_json(i);
+        sink.send_alert(0, "10.0.0.1", &id, &format!("{{\"pad\":\"{pad}\"}}"))
+            .unwrap();
+    }
+    let dropped = sink.take_drops();
+    assert!(dropped > 0);
+    assert_eq!(metrics.kafka_dropped.get(), dropped);
+    assert!(metrics.kafka_spool_bytes.get() <= 1 << 20);
+    let alert = crate::alerts::delivery_drop_alert(dropped);
+    assert_eq!(alert.rule_id(), "GW-SENSOR-002");
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../../schemas/alert.schema.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&alert.to_json()).unwrap();
+    assert!(jsonschema::validator_for(&schema).unwrap().is_valid(&v));
+    assert_eq!(v["gatewatch"]["fields"]["alerts_dropped"], dropped);
+}
