@@ -498,7 +498,9 @@ impl KafkaSink {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let _ = self.producer.flush(Duration::from_millis(200));
+        // Raw events still queued get the rest of the time (then are purged).
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = self.producer.flush(left.max(Duration::from_millis(200)));
         self.drain_reports();
         if let Err(e) = self.spool.persist_head().and_then(|_| self.spool.sync()) {
             tracing::error!("{e}");

@@ -293,3 +293,48 @@ fn full_spool_drops_oldest_and_reports_it_as_an_alert() {
     assert!(jsonschema::validator_for(&schema).unwrap().is_valid(&v));
     assert_eq!(v["gatewatch"]["fields"]["alerts_dropped"], dropped);
 }
+
+#[test]
+fn events_go_to_their_own_topic_with_kind_event() {
+    let c = cluster();
+    c.create_topic("alerts-events", 1, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let cfg = KafkaConfig {
+        flush_timeout_ms: 30_000,
+        ..config(dir.path())
+    };
+    let mut sink = KafkaSink::open(
+        &c.bootstrap_servers(),
+        TOPIC,
+        None,
+        &cfg,
+        Arc::clone(&metrics),
+    )
+    .unwrap();
+    for i in 0..5 {
+        sink.send_event(&format!("{{\"kind\":\"http_request\",\"n\":{i}}}"));
+    }
+    drop(sink);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap_servers())
+        .set("group.id", "gw-test-events")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["alerts-events"]).unwrap();
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got < 5 && Instant::now() < deadline {
+        if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(200)) {
+            let kind = msg
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "kind").and_then(|h| h.value));
+            assert_eq!(kind, Some(&b"event"[..]));
+            got += 1;
+        }
+    }
+    assert_eq!(got, 5, "{}", metrics.render());
+    // Events are best effort: never in the alerts spool.
+    assert_eq!(metrics.kafka_spooled.get() + metrics.kafka_sent.get(), 0);
+}
