@@ -130,7 +130,7 @@ def test_outage_loses_no_alert_raised_while_the_broker_was_down_or_after(
 def test_restart_with_a_non_empty_spool_sends_it_first(
         httpd, sensor_factory, broker, topo, tmp_path):
     rules = kafkalib.write_test_rules(tmp_path / "rules")
-    cfg = KAFKA_CONFIG + f'[rules]\ndir = "{rules}"\n'
+    cfg = KAFKA_CONFIG + f'[rules]\ndir = "{rules}"\n[metrics]\nhealth_sink_failure_secs = 1\n'
     spec = f"kafka:{broker.bootstrap}/{TOPIC}"
     # No broker yet: every alert stays in the spool.
     s = sensor_factory("kafka-restart", config=cfg, outputs=[spec])
@@ -139,6 +139,17 @@ def test_restart_with_a_non_empty_spool_sends_it_first(
     assert gen.returncode == 0, err
     wait_until(lambda: len(rule_alerts(s)) >= 300, 30, "alerts not raised", s)
     first_run = {a["finding_info"]["uid"] for a in rule_alerts(s)}
+
+    def scrape(path):
+        r = topo.in_srv("curl", "-s", "-w", "\n%{http_code}", f"http://127.0.0.1:9464{path}",
+                        check=False)
+        body, _, code = r.stdout.rpartition("\n")
+        return int(code or 0), body
+
+    # Spooled is not delivered: health turns 503 naming the Kafka output.
+    wait_until(lambda: scrape("/healthz")[0] == 503 and "kafka" in scrape("/healthz")[1],
+               30, "/healthz did not report the undeliverable Kafka output", s)
+    assert "gatewatch_kafka_spool_depth 300" in scrape("/metrics")[1]
     assert s.stop(signal.SIGTERM) == 0
     assert "left_in_spool=300" in s.stderr().replace('"', ""), s.stderr()[-2000:]
     spool = s.workdir / "state" / "kafka-spool" / f"{TOPIC}.spool"

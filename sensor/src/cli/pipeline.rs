@@ -52,7 +52,10 @@ impl Pipeline {
             match r {
                 Ok(()) => {
                     self.metrics.sink_result(&out.name, true);
-                    self.health.sink_ok(&out.name);
+                    // Kafka's health follows acknowledgements (see tick), not spooling.
+                    if out.delivering().is_none() {
+                        self.health.sink_ok(&out.name);
+                    }
                 }
                 Err(e) => {
                     self.output_errors += 1;
@@ -110,6 +113,13 @@ impl Pipeline {
     /// Periodic upkeep: fsync per policy, and log the chain head as an anchor when due.
     pub fn tick(&mut self, fsync_on_tick: bool) {
         let dropped: u64 = self.outputs.iter_mut().map(|o| o.tick()).sum();
+        for out in &self.outputs {
+            match out.delivering() {
+                Some(true) => self.health.sink_ok(&out.name),
+                Some(false) => self.health.sink_failed(&out.name),
+                None => {}
+            }
+        }
         if dropped > 0 {
             // Never silent: the loss is an alert of its own on every output.
             self.handle_alert(&crate::alerts::delivery_drop_alert(dropped));

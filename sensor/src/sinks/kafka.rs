@@ -294,6 +294,11 @@ impl KafkaSink {
         }
     }
 
+    /// False while deliveries fail with no acknowledgement since (for /healthz).
+    pub fn delivering(&self) -> bool {
+        self.failing_since.is_none()
+    }
+
     /// Alerts dropped since the last call (for the drop alert).
     pub fn take_drops(&mut self) -> u64 {
         std::mem::take(&mut self.drops_to_report)

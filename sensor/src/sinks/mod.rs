@@ -228,6 +228,15 @@ impl Output {
         .with_context(|| format!("flushing {}", self.name))
     }
 
+    /// Kafka: whether the broker acknowledges (a spooled alert is not yet
+    /// delivered); None for sinks whose write is the delivery.
+    pub fn delivering(&self) -> Option<bool> {
+        match &self.writer {
+            Writer::Kafka(k) => Some(k.delivering()),
+            _ => None,
+        }
+    }
+
     /// Periodic upkeep (Kafka: retries, spool head on disk); returns alerts
     /// the sink had to drop since the last call.
     pub fn tick(&mut self) -> u64 {
