@@ -81,7 +81,7 @@ def sensor_factory(topo, tmp_path):
     checks each one exited 0 and wrote only valid JSON lines."""
     started: list[Sensor] = []
 
-    def make(name="sensor", config: str | None = None, start=True) -> Sensor:
+    def make(name="sensor", config: str | None = None, start=True, outputs=()) -> Sensor:
         wd = tmp_path / name
         wd.mkdir(parents=True, exist_ok=True)
         # Every sensor keeps its files (audit trail, spool) in its own directory
@@ -93,7 +93,7 @@ def sensor_factory(topo, tmp_path):
             text += f'\n[rules]\ndir = "{gwlib.REPO / "rules"}"\n'
         cfg = wd / "gatewatch.toml"
         cfg.write_text(text)
-        s = Sensor(topo, wd, config=cfg)
+        s = Sensor(topo, wd, config=cfg, outputs=tuple(outputs))
         started.append(s)
         if start:
             s.start()

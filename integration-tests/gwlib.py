@@ -228,6 +228,8 @@ class Sensor:
     topo: Topology
     workdir: Path
     config: Path | None = None
+    # Extra --output SPECs (e.g. kafka:127.0.0.1:PORT/TOPIC) besides stdout and jsonl.
+    outputs: tuple[str, ...] = ()
     proc: subprocess.Popen | None = None
     returncode: int | None = None
     stdout_path: Path = field(init=False)
@@ -246,6 +248,8 @@ class Sensor:
             cmd += ["--config", str(self.config)]
         cmd += ["--iface", self.topo.srv_if, "--output", "stdout",
                 "--output", f"jsonl:{self.jsonl_path}"]
+        for spec in self.outputs:
+            cmd += ["--output", spec]
         return cmd
 
     def start(self, timeout=20.0):

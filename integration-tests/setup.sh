@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent installer for the gatewatch integration tests.
 # Installs the system tools the tests drive (curl, tshark, iproute2, bpftool,
-# python3-venv) with apt, and a venv at integration-tests/.venv with
-# requirements.txt. Does nothing that is already done.
+# python3-venv) with apt, a venv at integration-tests/.venv with
+# requirements.txt, and the Kafka test broker tansu (install-tansu.sh: built
+# once, about 12 minutes, into a cache). Does nothing that is already done.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,10 +42,15 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
 fi
 
+# The Kafka tests' broker; GW_SKIP_TANSU=1 leaves it out (those tests then skip).
+if [ "${GW_SKIP_TANSU:-0}" != 1 ]; then
+    bash "$HERE/install-tansu.sh" >/dev/null
+fi
+
 stamp="$VENV/.requirements.sha256"
 want="$(sha256sum "$HERE/requirements.txt" | cut -d' ' -f1)"
 if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-    && "$VENV/bin/python" -c 'import pytest, jsonschema' >/dev/null 2>&1; then
+    && "$VENV/bin/python" -c 'import pytest, jsonschema, confluent_kafka' >/dev/null 2>&1; then
     exit 0
 fi
 if [ ! -x "$VENV/bin/python" ]; then

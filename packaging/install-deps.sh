@@ -3,7 +3,8 @@
 # and checks the Rust toolchain. Idempotent: does nothing when all is present.
 set -euo pipefail
 
-packages=(clang libelf-dev zlib1g-dev pkg-config make bpftool iproute2 git)
+# cmake, libssl-dev, libcurl4-openssl-dev: the vendored librdkafka (Kafka sink, with TLS).
+packages=(clang libelf-dev zlib1g-dev pkg-config make bpftool iproute2 git cmake libssl-dev libcurl4-openssl-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

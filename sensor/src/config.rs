@@ -30,6 +30,8 @@ pub struct Config {
     #[serde(default, rename = "output")]
     pub outputs: Vec<OutputConfig>,
     #[serde(default)]
+    pub kafka: crate::sinks::KafkaConfig,
+    #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -103,10 +105,15 @@ impl Config {
         let expand = |p: &mut PathBuf| {
             *p = PathBuf::from(p.display().to_string().replace("{state_dir}", &state))
         };
+        cfg.kafka
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        expand(&mut cfg.kafka.spool_dir);
         for out in &mut cfg.outputs {
             if let crate::sinks::OutputSpec::Jsonl(p) = &mut out.spec {
                 expand(p);
             }
+            out.kafka = cfg.kafka.clone();
         }
         expand(&mut cfg.audit.path);
         if let Some(p) = cfg.audit.anchors_path.as_mut() {

@@ -375,3 +375,43 @@ fn technique_name(uid: &str) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+/// The alert for alerts the Kafka spool had to drop (full spool, corrupt
+/// record): raised by the sensor itself, so a loss is never silent.
+pub fn delivery_drop_alert(dropped: u64) -> Alert {
+    use crate::capture::{clock::BootClock, decode::format_time};
+    use crate::events::{CaptureSource, Direction, EventKind};
+    let now_ns = BootClock::now_unix_ns();
+    let event = Event {
+        kind: EventKind::SensorStats,
+        time: format_time(now_ns),
+        source: CaptureSource::Sensor,
+        iface: None,
+        ifindex: 0,
+        direction: Direction::Unknown,
+        src: None,
+        dst: None,
+        process: None,
+        http: None,
+        l4: None,
+        stats: None,
+    };
+    let mut fields = serde_json::Map::new();
+    fields.insert("alerts_dropped".into(), Value::from(dropped));
+    Alert::new(AlertParts {
+        rule_id: "GW-SENSOR-002",
+        rule_file: "(built in: Kafka sink)",
+        title: "Alerts dropped by the Kafka sink",
+        description: "The Kafka spool was full (kafka.spool_max_mb) or held a corrupt record, so alerts were dropped, oldest first, before the broker acknowledged them.",
+        severity: Severity::High,
+        mitre: &[],
+        references: &[],
+        summary: format!("{dropped} alert(s) dropped by the Kafka sink before delivery"),
+        throttle_key: "kafka".into(),
+        suppressed_count: 0,
+        fields,
+        event: &event,
+        event_time_ms: (now_ns / 1_000_000) as i64,
+        sensor: &SensorIdentity::local(),
+    })
+}

@@ -30,7 +30,7 @@ impl Pipeline {
     ) -> Result<Pipeline> {
         let outputs = outputs
             .iter()
-            .map(Output::open)
+            .map(|o| Output::open(o, &metrics))
             .collect::<Result<Vec<_>>>()?;
         Ok(Pipeline {
             outputs,
@@ -43,12 +43,19 @@ impl Pipeline {
         })
     }
 
-    fn write(&mut self, kind: RecordKind, line: &str) {
+    fn write(&mut self, kind: RecordKind, line: &str, alert: Option<&Alert>) {
         for out in self.outputs.iter_mut().filter(|o| o.wants(kind)) {
-            match out.write_line(line) {
+            let r = match alert {
+                Some(a) => out.write_alert(a, line),
+                None => out.write_line(line),
+            };
+            match r {
                 Ok(()) => {
                     self.metrics.sink_result(&out.name, true);
-                    self.health.sink_ok(&out.name);
+                    // Kafka's health follows acknowledgements (see tick), not spooling.
+                    if out.delivering().is_none() {
+                        self.health.sink_ok(&out.name);
+                    }
                 }
                 Err(e) => {
                     self.output_errors += 1;
@@ -65,7 +72,7 @@ impl Pipeline {
         self.events += 1;
         self.metrics.event(kind.as_str());
         if let Some(line) = line {
-            self.write(RecordKind::Event, line);
+            self.write(RecordKind::Event, line, None);
         }
         for alert in alerts {
             self.handle_alert(alert);
@@ -81,7 +88,7 @@ impl Pipeline {
         self.alerts += 1;
         self.metrics
             .alert(alert.rule_id(), alert.severity().as_str());
-        self.write(RecordKind::Alert, &alert.to_json());
+        self.write(RecordKind::Alert, &alert.to_json(), Some(alert));
         if let Some(audit) = self.audit.as_mut() {
             let value = serde_json::to_value(alert).unwrap_or(serde_json::Value::Null);
             match audit.record(AuditKind::Alert, &value) {
@@ -105,6 +112,18 @@ impl Pipeline {
 
     /// Periodic upkeep: fsync per policy, and log the chain head as an anchor when due.
     pub fn tick(&mut self, fsync_on_tick: bool) {
+        let dropped: u64 = self.outputs.iter_mut().map(|o| o.tick()).sum();
+        for out in &self.outputs {
+            match out.delivering() {
+                Some(true) => self.health.sink_ok(&out.name),
+                Some(false) => self.health.sink_failed(&out.name),
+                None => {}
+            }
+        }
+        if dropped > 0 {
+            // Never silent: the loss is an alert of its own on every output.
+            self.handle_alert(&crate::alerts::delivery_drop_alert(dropped));
+        }
         if let Some(audit) = self.audit.as_mut() {
             if fsync_on_tick {
                 if let Err(e) = audit.sync() {

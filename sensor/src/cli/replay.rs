@@ -21,18 +21,13 @@ pub fn replay_cmd(args: ReplayArgs) -> Result<()> {
         cfg.rules.dir = dir.clone();
     }
     let outputs: Vec<OutputConfig> = if args.outputs.is_empty() {
-        vec![OutputConfig {
-            spec: OutputSpec::Stdout,
-            events: true,
-            alerts: true,
-        }]
+        vec![OutputConfig::from_spec(OutputSpec::Stdout)]
     } else {
         args.outputs
             .into_iter()
             .map(|spec| OutputConfig {
-                spec,
-                events: true,
-                alerts: true,
+                kafka: cfg.kafka.clone(),
+                ..OutputConfig::from_spec(spec)
             })
             .collect()
     };

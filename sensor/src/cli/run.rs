@@ -44,9 +44,8 @@ pub fn effective_config(args: &RunArgs) -> Result<Config> {
             .outputs
             .iter()
             .map(|spec| OutputConfig {
-                spec: spec.clone(),
-                events: true,
-                alerts: true,
+                kafka: cfg.kafka.clone(),
+                ..OutputConfig::from_spec(spec.clone())
             })
             .collect();
     }

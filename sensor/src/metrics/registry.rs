@@ -326,6 +326,14 @@ pub struct Metrics {
     pub kafka_spooled: Counter,
     /// `kafka_dropped_total`: messages lost (spool full or unrecoverable error).
     pub kafka_dropped: Counter,
+    /// `kafka_retried_total`: alerts sent again after a failed or unknown delivery.
+    pub kafka_retried: Counter,
+    /// `kafka_spool_depth`: alerts held in the spool, not yet acknowledged.
+    pub kafka_spool_depth: Gauge,
+    /// `kafka_spool_bytes`: bytes those alerts take on disk.
+    pub kafka_spool_bytes: Gauge,
+    /// `kafka_spool_corrupt_bytes_total`: bytes of a corrupt spool tail cut off at start.
+    pub kafka_spool_corrupt: Counter,
     /// `session_tracker_size`: MCP sessions currently tracked.
     pub session_tracker_size: Gauge,
     /// `mcp_sessions_issued_total`: MCP sessions the tracker saw issued.
@@ -366,6 +374,10 @@ impl Metrics {
             kafka_acked: Counter::default(),
             kafka_spooled: Counter::default(),
             kafka_dropped: Counter::default(),
+            kafka_retried: Counter::default(),
+            kafka_spool_depth: Gauge::default(),
+            kafka_spool_bytes: Gauge::default(),
+            kafka_spool_corrupt: Counter::default(),
             session_tracker_size: Gauge::default(),
             mcp_sessions_issued: Counter::default(),
             mcp_tracker_evictions: Counter::default(),
@@ -500,6 +512,30 @@ impl Metrics {
             "kafka_dropped_total",
             "Messages lost by the Kafka sink.",
             &self.kafka_dropped,
+        );
+        render_single(
+            &mut o,
+            "kafka_retried_total",
+            "Alerts sent to Kafka again after a failed delivery.",
+            &self.kafka_retried,
+        );
+        render_single(
+            &mut o,
+            "kafka_spool_depth",
+            "Alerts in the Kafka spool not yet acknowledged.",
+            &self.kafka_spool_depth,
+        );
+        render_single(
+            &mut o,
+            "kafka_spool_bytes",
+            "Bytes of the alerts in the Kafka spool.",
+            &self.kafka_spool_bytes,
+        );
+        render_single(
+            &mut o,
+            "kafka_spool_corrupt_bytes_total",
+            "Bytes of a corrupt Kafka spool tail cut off at start.",
+            &self.kafka_spool_corrupt,
         );
         render_single(
             &mut o,

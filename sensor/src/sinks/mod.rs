@@ -1,12 +1,20 @@
 //! Sinks: where events and alerts go. Each sink takes ready JSON lines; what
 //! goes where (events, alerts, or both) is decided by the output's config.
 
+pub mod kafka;
+pub mod spool;
+
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Deserialize;
+
+use crate::alerts::Alert;
+use crate::metrics::Metrics;
+pub use kafka::KafkaConfig;
 
 /// Parsed `--output` SPEC: `stdout`, `jsonl:PATH` or `kafka:BROKERS/TOPIC`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,13 +64,50 @@ impl<'de> Deserialize<'de> for OutputSpec {
 
 /// One `[[output]]` entry of the config file.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "OutputEntry")]
 pub struct OutputConfig {
     pub spec: OutputSpec,
-    #[serde(default = "yes")]
+    /// Raw events too (default: yes, except for Kafka, where a SIEM wants alerts).
     pub events: bool,
-    #[serde(default = "yes")]
     pub alerts: bool,
+    /// Kafka: the topic for raw events (default: the alerts topic + `-events`).
+    pub events_topic: Option<String>,
+    /// Kafka: the `[kafka]` section, filled in by the config loader.
+    pub kafka: KafkaConfig,
+}
+
+/// `[[output]]` as written in the file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputEntry {
+    spec: OutputSpec,
+    events: Option<bool>,
+    #[serde(default = "yes")]
+    alerts: bool,
+    events_topic: Option<String>,
+}
+
+impl From<OutputEntry> for OutputConfig {
+    fn from(e: OutputEntry) -> Self {
+        let mut out = OutputConfig::from_spec(e.spec);
+        out.events = e.events.unwrap_or(out.events);
+        out.alerts = e.alerts;
+        out.events_topic = e.events_topic;
+        out
+    }
+}
+
+impl OutputConfig {
+    /// An output from `--output SPEC`: alerts, and events unless it is Kafka.
+    pub fn from_spec(spec: OutputSpec) -> OutputConfig {
+        OutputConfig {
+            events: !matches!(spec, OutputSpec::Kafka { .. }),
+            spec,
+            alerts: true,
+            events_topic: None,
+            kafka: KafkaConfig::default(),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -79,6 +124,7 @@ pub enum RecordKind {
 enum Writer {
     Stdout(std::io::Stdout),
     File(BufWriter<File>),
+    Kafka(Box<kafka::KafkaSink>),
 }
 
 pub struct Output {
@@ -90,7 +136,7 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn open(cfg: &OutputConfig) -> Result<Output> {
+    pub fn open(cfg: &OutputConfig, metrics: &Arc<Metrics>) -> Result<Output> {
         let writer = match &cfg.spec {
             OutputSpec::Stdout => Writer::Stdout(std::io::stdout()),
             OutputSpec::Jsonl(path) => {
@@ -105,8 +151,14 @@ impl Output {
                     .with_context(|| format!("opening output file {}", path.display()))?;
                 Writer::File(BufWriter::with_capacity(64 * 1024, f))
             }
-            OutputSpec::Kafka { .. } => {
-                bail!("the kafka output is not built yet in this version; use stdout or jsonl:PATH")
+            OutputSpec::Kafka { brokers, topic } => {
+                Writer::Kafka(Box::new(kafka::KafkaSink::open(
+                    brokers,
+                    topic,
+                    cfg.events_topic.as_deref(),
+                    &cfg.kafka,
+                    Arc::clone(metrics),
+                )?))
             }
         };
         Ok(Output {
@@ -141,18 +193,60 @@ impl Output {
             Writer::File(f) => f
                 .write_all(line.as_bytes())
                 .and_then(|_| f.write_all(b"\n")),
+            Writer::Kafka(k) => {
+                k.send_event(line);
+                Ok(())
+            }
         };
         r.with_context(|| format!("writing to {}", self.name))?;
         self.written += 1;
         Ok(())
     }
 
+    /// Write one alert (its JSON is `line`). Kafka keys it and spools it.
+    pub fn write_alert(&mut self, alert: &Alert, line: &str) -> Result<()> {
+        match &mut self.writer {
+            Writer::Kafka(k) => {
+                k.send_alert(alert.time_ms(), alert.key(), alert.id(), line)
+                    .with_context(|| format!("writing to {}", self.name))?;
+                self.written += 1;
+                Ok(())
+            }
+            _ => self.write_line(line),
+        }
+    }
+
     pub fn flush(&mut self) -> Result<()> {
         match &mut self.writer {
             Writer::Stdout(out) => out.flush(),
             Writer::File(f) => f.flush(),
+            Writer::Kafka(k) => {
+                k.pump();
+                Ok(())
+            }
         }
         .with_context(|| format!("flushing {}", self.name))
+    }
+
+    /// Kafka: whether the broker acknowledges (a spooled alert is not yet
+    /// delivered); None for sinks whose write is the delivery.
+    pub fn delivering(&self) -> Option<bool> {
+        match &self.writer {
+            Writer::Kafka(k) => Some(k.delivering()),
+            _ => None,
+        }
+    }
+
+    /// Periodic upkeep (Kafka: retries, spool head on disk); returns alerts
+    /// the sink had to drop since the last call.
+    pub fn tick(&mut self) -> u64 {
+        match &mut self.writer {
+            Writer::Kafka(k) => {
+                k.tick();
+                k.take_drops()
+            }
+            _ => 0,
+        }
     }
 }
 
