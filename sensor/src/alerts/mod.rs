@@ -395,6 +395,7 @@ pub fn delivery_drop_alert(dropped: u64) -> Alert {
         http: None,
         l4: None,
         stats: None,
+        mcp_context: None,
     };
     let mut fields = serde_json::Map::new();
     fields.insert("alerts_dropped".into(), Value::from(dropped));
