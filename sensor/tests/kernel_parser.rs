@@ -44,18 +44,7 @@ fn get_with_headers_and_bearer_hash_matches_reference_siphash() {
     assert_eq!(cred.length as usize, token.len());
 
     // The kernel's hash is SipHash-2-4 of the value under the run's key.
-    let key = p
-        .skel
-        .maps
-        .gw_hash_key
-        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
-        .unwrap()
-        .unwrap();
-    let k0 = u64::from_le_bytes(key[..8].try_into().unwrap());
-    let k1 = u64::from_le_bytes(key[8..16].try_into().unwrap());
-    let mut s = siphasher::sip::SipHasher24::new_with_keys(k0, k1);
-    s.write(token.as_bytes());
-    assert_eq!(cred.hash, format!("{:016x}", s.finish()));
+    assert_eq!(cred.hash, reference_hash(&p, token.as_bytes()));
     let json = serde_json::to_string(&evs[0]).unwrap();
     assert!(
         !json.contains("abcdefghijklmnop"),
@@ -356,20 +345,7 @@ fn unknown_methods_are_flagged_and_lookalikes_ignored() {
 fn word_at_a_time_values_match_the_reference_at_every_length_and_split() {
     require_root!();
     let p = probe();
-    let key = p
-        .skel
-        .maps
-        .gw_hash_key
-        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
-        .unwrap()
-        .unwrap();
-    let k0 = u64::from_le_bytes(key[..8].try_into().unwrap());
-    let k1 = u64::from_le_bytes(key[8..16].try_into().unwrap());
-    let reference = |v: &str| {
-        let mut s = siphasher::sip::SipHasher24::new_with_keys(k0, k1);
-        s.write(v.as_bytes());
-        format!("{:016x}", s.finish())
-    };
+    let reference = |v: &str| reference_hash(&p, v.as_bytes());
     let alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~+/= ";
     let mut seq = 7000u32;
     for len in 1..=140usize {
