@@ -92,6 +92,29 @@ http {{
     raise SystemExit("nginx did not come up")
 
 
+def tansu_up(tmp: Path) -> tuple[subprocess.Popen, str]:
+    """The test broker on the server namespace's loopback, with the alerts topic."""
+    tools = Path(os.environ.get("GW_TOOLS_DIR", Path.home() / ".cache/gatewatch-tools"))
+    tansu = os.environ.get("TANSU_BIN", str(tools / "bin/tansu"))
+    if not os.access(tansu, os.X_OK):
+        raise SystemExit(f"no tansu at {tansu}: run integration-tests/install-tansu.sh")
+    url = "tcp://127.0.0.1:19092"
+    log = open(tmp / "tansu.log", "wb")
+    p = subprocess.Popen(["ip", "netns", "exec", SRV, tansu, "broker", "--listener-url", url,
+                          "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+        r = sh("ip", "netns", "exec", SRV, tansu, "topic", "create", "gatewatch-alerts",
+               "--broker", url, "--partitions", "3", check=False)
+        if r.returncode == 0:
+            return p, "127.0.0.1:19092/gatewatch-alerts"
+        if time.time() > deadline or p.poll() is not None:
+            p.kill()
+            raise SystemExit(f"tansu did not start: {r.stderr}")
+        time.sleep(0.3)
+
+
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -199,7 +222,8 @@ def main():
     ap.add_argument("--rates", default="5000,20000,50000",
                     help="fixed request rates for the load step (comma-separated; empty to skip)")
     ap.add_argument("--kafka", default=None,
-                    help="BROKER/TOPIC: also run with alerts to Kafka (e.g. a local tansu)")
+                    help="also run with alerts to Kafka: BROKER/TOPIC, or 'auto' to start the "
+                         "test broker (tansu, from install-tansu.sh) in the server namespace")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (namespaces, eBPF)")
@@ -212,9 +236,11 @@ def main():
     stats_was = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
     Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1")
     topology_up()
-    ng = None
+    ng = broker = None
     try:
         ng = nginx_up(tmp)
+        if a.kafka == "auto":
+            broker, a.kafka = tansu_up(tmp)
         wrk(2, a.connections)  # warm-up
         base, sens, kafk = [], [], []
         for _ in range(a.rounds):
@@ -257,6 +283,9 @@ def main():
                       f"{min(100.0, 100.0 * r['captured'] / max(r['requests'], 1)):>9.2f}%{r['drops']:>8}"
                       f"{100 * r['cpu_s'] / a.seconds:>7.0f}{r['rss_mb']:>8.1f}{r['tc_ns']:>7.0f}")
     finally:
+        if broker:
+            broker.kill()
+            broker.wait(10)
         Path("/proc/sys/kernel/bpf_stats_enabled").write_text(stats_was)
         if ng:
             ng.send_signal(signal.SIGQUIT)
