@@ -843,6 +843,16 @@ static __always_inline int gw_ws(__u8 b)
 	return b == ' ' || b == '\t' || b == '\r' || b == '\n';
 }
 
+/* The first 8 bytes of a short token, little endian; *len counts to 9 and
+ * stops, so 9 means "longer than 8" and never matches an 8-byte constant. */
+static __always_inline void gw_acc8(__u64 *acc, __u8 *len, __u8 b)
+{
+	if (*len < 8)
+		*acc |= ((__u64)b) << (8 * (*len & 7));
+	if (*len <= 8)
+		(*len)++;
+}
+
 static __always_inline void gw_jcap_byte(struct gw_work *w, __u8 b)
 {
 	struct gw_mcp_body *m = &w->ev.mcp;
@@ -977,10 +987,7 @@ static __always_inline int gw_json_step(struct gw_work *w, __u8 b)
 			ps->jstate = GW_J_COLON;
 			return 0;
 		}
-		if (ps->jklen < 8)
-			ps->jk[0] |= ((__u64)b) << (8 * (ps->jklen & 7));
-		if (ps->jklen <= 8)
-			ps->jklen++;
+		gw_acc8(&ps->jk[0], &ps->jklen, b);
 		return 0;
 	case GW_J_KEY_ESC:
 		ps->jstate = GW_J_KEY;
@@ -1127,10 +1134,7 @@ static __always_inline int gw_sse_step(struct gw_work *w, __u8 b)
 			return 0;
 		}
 		if (b != ':') {
-			if (ps->sse_vlen < 8)
-				ps->sse_val |= ((__u64)b) << (8 * (ps->sse_vlen & 7));
-			if (ps->sse_vlen <= 8)
-				ps->sse_vlen++;
+			gw_acc8(&ps->sse_val, &ps->sse_vlen, b);
 			return 0;
 		}
 		ps->sse_field = 0;
@@ -1169,10 +1173,7 @@ static __always_inline int gw_sse_step(struct gw_work *w, __u8 b)
 			return 0;
 		}
 		if (ps->sse_field == 1) {
-			if (ps->sse_vlen < 8)
-				ps->sse_val |= ((__u64)b) << (8 * (ps->sse_vlen & 7));
-			if (ps->sse_vlen <= 8)
-				ps->sse_vlen++;
+			gw_acc8(&ps->sse_val, &ps->sse_vlen, b);
 		} else if (ps->sse_field == 2 && ps->sse_event_endpoint) {
 			gw_query_byte(w, b, GW_SESS_SSE_ENDPOINT);
 		} else if (ps->sse_field == 2) {
@@ -1264,7 +1265,7 @@ check:
 		ps->state = GW_S_SCANNED;
 	return done;
 ended:
-	m->result = m->jsonrpc && gw_json_decided(w) ? GW_SCAN_COMPLETE : GW_SCAN_ENDED;
+	m->result = gw_json_decided(w) ? GW_SCAN_COMPLETE : GW_SCAN_ENDED;
 	ps->state = GW_S_SCANNED;
 	return 1;
 }

@@ -14,7 +14,9 @@ connection; the achieved rate is printed) with the fraction captured at each.
     integration-tests/bench/http_overhead.py [--seconds 10] [--rounds 2] [--connections 50]
                                              [--rates 5000,20000,50000] [--kafka BROKER/TOPIC]
 
-Root only; traffic stays inside the namespaces it creates and removes.
+GW_BENCH_SENSOR_EXTRA="worker_nice = 20" (any [sensor] keys) tries other sensor
+settings in the same bench. Root only; traffic stays inside the namespaces it
+creates and removes.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@
 
 use libbpf_rs::{MapCore, MapFlags};
 
-use super::decode::{DecodeError, Decoder};
+use super::decode::Decoder;
 use super::skel::types::{gw_http_event, gw_work};
 use super::Probe;
 use crate::events::Event;
@@ -69,7 +69,7 @@ pub fn release_waiting(probe: &Probe, wait_ns: u64, decoder: &mut Decoder) -> (V
         };
         match decoder.decode(bytes, None) {
             Ok(ev) => out.push(ev),
-            Err(DecodeError::Size { .. }) | Err(_) => errors += 1,
+            Err(_) => errors += 1,
         }
     }
     (out, errors)
