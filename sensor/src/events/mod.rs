@@ -72,12 +72,35 @@ pub enum CaptureSource {
     Sensor,
 }
 
+impl CaptureSource {
+    /// The serialized name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureSource::Net => "net",
+            CaptureSource::Tls => "tls",
+            CaptureSource::Replay => "replay",
+            CaptureSource::Sensor => "sensor",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Ingress,
     Egress,
     Unknown,
+}
+
+impl Direction {
+    /// The serialized name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+            Direction::Unknown => "unknown",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

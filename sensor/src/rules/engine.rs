@@ -3,7 +3,7 @@
 //! helpers rules call (stateful ones backed by the shared [`RuleState`]).
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use rhai::{Array, Dynamic, Engine, ImmutableString, Map, INT};
 
@@ -15,7 +15,7 @@ pub(crate) struct EvalCtx {
     pub now_ns: AtomicI64,
     /// Index of the running rule in `ids`.
     pub current: AtomicUsize,
-    ids: Mutex<Vec<Arc<str>>>,
+    ids: RwLock<Vec<Arc<str>>>,
     pub state: Arc<RuleState>,
 }
 
@@ -24,14 +24,14 @@ impl EvalCtx {
         Arc::new(EvalCtx {
             now_ns: AtomicI64::new(0),
             current: AtomicUsize::new(0),
-            ids: Mutex::new(Vec::new()),
+            ids: RwLock::new(Vec::new()),
             state,
         })
     }
     /// The running rule's id (namespaces the helpers' keys per rule).
     fn rule(&self) -> Arc<str> {
         let i = self.current.load(Ordering::Relaxed);
-        let ids = match self.ids.lock() {
+        let ids = match self.ids.read() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
@@ -39,7 +39,7 @@ impl EvalCtx {
     }
     /// The ids of the rule set being evaluated, in rule order.
     pub fn set_rules(&self, ids: Vec<Arc<str>>) {
-        match self.ids.lock() {
+        match self.ids.write() {
             Ok(mut g) => *g = ids,
             Err(p) => *p.into_inner() = ids,
         }
@@ -67,7 +67,9 @@ pub(crate) fn new_engine(max_operations: u64, ctx: Arc<EvalCtx>) -> Engine {
         .set_max_functions(64)
         .set_max_modules(0)
         .set_strict_variables(true)
-        .set_fail_on_invalid_map_property(false);
+        .set_fail_on_invalid_map_property(false)
+        // Interning every `let` string costs more than it saves: events are short-lived.
+        .set_max_strings_interned(0);
     e.disable_symbol("eval");
     e.disable_symbol("import");
     e.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
@@ -159,9 +161,12 @@ fn as_str(d: &Dynamic) -> Option<ImmutableString> {
 
 fn key_text(d: &Dynamic) -> String {
     if d.is_unit() {
-        String::new()
-    } else {
-        d.to_string()
+        return String::new();
+    }
+    // Keys are nearly always strings: skip the formatter for them.
+    match d.read_lock::<ImmutableString>() {
+        Some(s) => s.as_str().to_string(),
+        None => d.to_string(),
     }
 }
 

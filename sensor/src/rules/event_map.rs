@@ -5,7 +5,7 @@
 //! L4 windows, MCP) still go through serde, so a new field can never be missed
 //! there; a test checks that both paths give the same map for every fixture.
 
-use rhai::{Array, Dynamic, Map, INT};
+use rhai::{Array, Dynamic, ImmutableString, Map, INT};
 
 use crate::events::{Credential, Endpoint, Event, HttpInfo, ProcessInfo};
 
@@ -13,8 +13,9 @@ fn int<T: TryInto<INT>>(v: T) -> Dynamic {
     Dynamic::from_int(v.try_into().unwrap_or(INT::MAX))
 }
 
+/// Straight to an ImmutableString: a short text needs one allocation, not two.
 fn text(s: &str) -> Dynamic {
-    Dynamic::from(s.to_string())
+    Dynamic::from(ImmutableString::from(s))
 }
 
 /// Serde fallback for rarely present blocks: () if a block cannot be converted.
@@ -24,7 +25,7 @@ fn via_serde<T: serde::Serialize>(v: &T) -> Dynamic {
 
 fn endpoint(e: &Endpoint) -> Dynamic {
     let mut m = Map::new();
-    m.insert("ip".into(), Dynamic::from(e.ip.to_string()));
+    m.insert("ip".into(), text(&e.ip.to_string()));
     m.insert("port".into(), int(e.port));
     Dynamic::from_map(m)
 }
@@ -106,17 +107,58 @@ fn http(h: &HttpInfo) -> Dynamic {
     Dynamic::from_map(m)
 }
 
+/// Whether a rule's `requires` path is present (and non-empty) in `ev`,
+/// decided on the event itself where that is cheap, so that an event no rule
+/// can want is never converted. `None`: only the converted map can tell.
+/// Mirrors `present` in `eval.rs` over the map [`event_to_dynamic`] builds.
+pub(crate) fn present_in_event(ev: &Event, path: &[String]) -> Option<bool> {
+    let mut parts = [""; 4];
+    if path.len() > parts.len() {
+        return None;
+    }
+    for (p, s) in parts.iter_mut().zip(path) {
+        *p = s.as_str();
+    }
+    match &parts[..path.len()] {
+        ["http", rest @ ..] => {
+            let Some(h) = &ev.http else {
+                return Some(false);
+            };
+            match rest {
+                // `http` always has keys; headers and credentials are maps of strings/maps.
+                [] => Some(true),
+                ["headers"] => Some(!h.headers.is_empty()),
+                ["headers", name] => Some(h.headers.contains_key(*name)),
+                // A header value is a string: nothing below it.
+                ["headers", _, _, ..] => Some(false),
+                ["credentials"] => Some(!h.credentials.is_empty()),
+                ["credentials", name] => Some(h.credentials.contains_key(*name)),
+                ["credentials", name, ..] if !h.credentials.contains_key(*name) => Some(false),
+                ["anomalies"] => Some(!h.anomalies.is_empty()),
+                ["anomalies", _, ..] => Some(false),
+                ["mcp", ..] if h.mcp.is_none() => Some(false),
+                ["mcp_session", ..] if h.mcp_session.is_none() => Some(false),
+                _ => None,
+            }
+        }
+        ["mcp_context", ..] if ev.mcp_context.is_none() => Some(false),
+        ["l4", ..] if ev.l4.is_none() => Some(false),
+        ["stats", ..] if ev.stats.is_none() => Some(false),
+        _ => None,
+    }
+}
+
 /// `ev` for the rules.
 pub fn event_to_dynamic(ev: &Event) -> Dynamic {
     let mut m = Map::new();
     m.insert("kind".into(), Dynamic::from(ev.kind.as_str()));
     m.insert("time".into(), text(&ev.time));
-    m.insert("source".into(), via_serde(&ev.source));
+    m.insert("source".into(), Dynamic::from(ev.source.as_str()));
     if let Some(iface) = &ev.iface {
         m.insert("iface".into(), text(iface));
     }
     m.insert("ifindex".into(), int(ev.ifindex));
-    m.insert("direction".into(), via_serde(&ev.direction));
+    m.insert("direction".into(), Dynamic::from(ev.direction.as_str()));
     if let Some(src) = &ev.src {
         m.insert("src".into(), endpoint(src));
     }
@@ -150,6 +192,34 @@ mod tests {
         rhai::serde::from_dynamic::<serde_json::Value>(d).expect("convertible")
     }
 
+    /// Every `requires` path of the shipped pack, and the shapes around them.
+    const REQUIRES_PATHS: &[&str] = &[
+        "http",
+        "http.headers",
+        "http.headers.user-agent",
+        "http.headers.x-forwarded-for",
+        "http.headers.mcp-protocol-version",
+        "http.headers.host.deeper",
+        "http.credentials",
+        "http.credentials.authorization",
+        "http.credentials.proxy-authorization",
+        "http.credentials.authorization.scheme",
+        "http.credentials.cookie.hash",
+        "http.anomalies",
+        "http.anomalies.0",
+        "http.mcp",
+        "http.mcp.method",
+        "http.mcp_session",
+        "http.status",
+        "mcp_context",
+        "mcp_context.session",
+        "mcp_context.client.auth_challenged",
+        "l4",
+        "stats",
+        "src.ip",
+        "a.b.c.d.e",
+    ];
+
     /// Every fixture event of the shipped pack, plus every optional block filled:
     /// the hand-built map equals the serde one.
     #[test]
@@ -180,9 +250,22 @@ mod tests {
                     for partial in events {
                         let ev = crate::rules::fixtures::build_event(&partial, i)
                             .expect("fixture event");
-                        let fast = as_json(&event_to_dynamic(&ev));
+                        let map = event_to_dynamic(&ev);
+                        let fast = as_json(&map);
                         let slow = as_json(&rhai::serde::to_dynamic(&ev).expect("serde"));
                         assert_eq!(fast, slow, "{}: case {i}", path.display());
+                        // The native `requires` prefilter agrees with the map wherever it decides.
+                        for p in REQUIRES_PATHS {
+                            let p: Vec<String> = p.split('.').map(str::to_string).collect();
+                            if let Some(native) = present_in_event(&ev, &p) {
+                                assert_eq!(
+                                    native,
+                                    crate::rules::eval::present(&map, &p),
+                                    "{}: case {i}: requires {p:?}",
+                                    path.display()
+                                );
+                            }
+                        }
                         checked += 1;
                     }
                 }

@@ -102,10 +102,9 @@ impl RuleState {
         }
         let mut e = make();
         let r = f(&mut e, true);
-        if let Some((old, _)) = shard.push(key.clone(), e) {
-            if old != key {
-                self.evictions.fetch_add(1, Ordering::Relaxed);
-            }
+        // The key was absent, so whatever `push` hands back was evicted.
+        if shard.push(key, e).is_some() {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
         }
         r
     }
