@@ -201,6 +201,45 @@ fn config_is_visible_to_rules() {
     assert_eq!(ev.evaluate(&no).len(), 0);
 }
 
+/// One rule cannot change the config another rule (or the next event) sees.
+#[test]
+fn config_lists_cannot_be_changed_by_a_rule() {
+    let cfg: RulesConfig = toml::from_str(r#"protected_paths = ["/secret"]"#).unwrap();
+    // Every way a rule might try to grow or rewrite the list.
+    let tamper = r#"
+        let l = config.protected_paths; l.push("/x"); l.clear();
+        try { config.protected_paths.push("/y"); } catch {}
+        try { config.protected_paths.clear(); } catch {}
+        try { config.protected_paths[0] = "/z"; } catch {}
+        ()
+    "#;
+    let check = r#"if config.protected_paths.len() == 1 && config.protected_paths[0] == "/secret"
+        && path_matches(ev.http.path, config.protected_paths) { true }"#;
+    let set = set_of(
+        &[
+            ("a.rhai", &rule("A", "[\"http_request\"]", "", tamper)),
+            ("b.rhai", &rule("B", "[\"http_request\"]", "", check)),
+        ],
+        &cfg,
+    );
+    let mut ev = evaluator(&set);
+    let e = fixtures::build_event(&json!({ "http": { "path": "/secret" } }), 0).unwrap();
+    for _ in 0..3 {
+        let alerts = ev.evaluate(&e);
+        let stats: Vec<_> = set
+            .stats()
+            .into_iter()
+            .map(|s| (s.rule_id, s.last_error))
+            .collect();
+        assert_eq!(
+            alerts.len(),
+            1,
+            "B still sees the configured list: {stats:?}"
+        );
+        assert_eq!(alerts[0].rule_id(), "B");
+    }
+}
+
 #[test]
 fn missing_rules_dir_is_an_error() {
     let e =

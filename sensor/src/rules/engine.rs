@@ -87,13 +87,21 @@ pub(crate) fn new_engine(max_operations: u64, ctx: Arc<EvalCtx>) -> Engine {
     e.register_fn("to_lower", |_: &mut ()| Dynamic::UNIT);
     e.register_fn("to_upper", |_: &mut ()| Dynamic::UNIT);
 
-    e.register_fn("ip_in", |ip: Dynamic, list: Array| -> bool {
+    // Lists arrive as `Dynamic` and are read in place: an `Array` parameter
+    // costs one more conversion per call.
+    e.register_fn("ip_in", |ip: Dynamic, list: Dynamic| -> bool {
         let Some(ip) = as_str(&ip) else { return false };
+        let Some(list) = list.read_lock::<Array>() else {
+            return false;
+        };
         let items: Vec<ImmutableString> = list.iter().filter_map(as_str).collect();
         ip_in_list(&ip, items.iter().map(|s| s.as_str()))
     });
-    e.register_fn("path_matches", |path: Dynamic, list: Array| -> bool {
+    e.register_fn("path_matches", |path: Dynamic, list: Dynamic| -> bool {
         let Some(path) = path.read_lock::<ImmutableString>() else {
+            return false;
+        };
+        let Some(list) = list.read_lock::<Array>() else {
             return false;
         };
         list.iter().any(|p| {
@@ -101,8 +109,11 @@ pub(crate) fn new_engine(max_operations: u64, ctx: Arc<EvalCtx>) -> Engine {
                 .is_some_and(|p| path_matches(&path, &p))
         })
     });
-    e.register_fn("contains_any", |s: Dynamic, list: Array| -> bool {
+    e.register_fn("contains_any", |s: Dynamic, list: Dynamic| -> bool {
         let Some(s) = s.read_lock::<ImmutableString>() else {
+            return false;
+        };
+        let Some(list) = list.read_lock::<Array>() else {
             return false;
         };
         // Lower-case the haystack once; each needle is then a memchr-driven search.

@@ -68,6 +68,8 @@ impl Evaluator {
     fn reset_scope(&mut self) {
         self.scope.clear();
         // A private, unshared copy: it stays in the scope for every event.
+        // Deliberately not shared: a shared list would let one rule's
+        // `config.x.push(..)` change what every later rule sees.
         let config = match &self.config_override {
             Some(c) => c.flatten_clone(),
             None => self.set.config_map.flatten_clone(),
