@@ -121,6 +121,47 @@ fn main() {
     }
     let stats = set.stats();
     println!("per rule (both runs): mean eval time");
+    print_rule_stats(&stats);
+
+    // The request and response the overhead bench (http_overhead.py) sends,
+    // as the sensor captures them: what one gateway request costs the rules.
+    let set = Arc::new(RuleSet::load_dir(&dir, &RulesConfig::default()).expect("default pack"));
+    let mut ev = Evaluator::new(
+        set.clone(),
+        Arc::new(RuleState::new(set.config())),
+        SensorIdentity {
+            host: "bench".into(),
+            sensor_id: "bench".into(),
+        },
+    );
+    let req = fixtures::build_event(
+        &json!({ "src": { "ip": "10.234.0.1" }, "http": { "path": "/api/v1/items?id=7",
+            "headers": { "host": "10.234.0.2:8080", "user-agent": "gatewatch-bench/1" }, "header_count": 3,
+            "credentials": { "authorization": { "scheme": "bearer", "length": 35, "hash": "b58ca03060dd5f26" } } } }),
+        0,
+    )
+    .expect("request");
+    let resp = fixtures::build_event(
+        &json!({ "kind": "http_response", "http": { "status": 200, "content_length": 27,
+            "headers": { "content-length": "27", "content-type": "application/json" } } }),
+        1,
+    )
+    .expect("response");
+    let reps = (n / 2).max(1);
+    for (name, e) in [("request", &req), ("response", &resp)] {
+        let started = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(ev.evaluate(e));
+        }
+        println!(
+            "bench gateway {name}: {:.2}us per event",
+            started.elapsed().as_secs_f64() * 1e6 / reps as f64
+        );
+    }
+    print_rule_stats(&set.stats());
+}
+
+fn print_rule_stats(stats: &[gatewatch::rules::RuleStatsSnapshot]) {
     for s in stats {
         if s.evaluations > 0 {
             println!(

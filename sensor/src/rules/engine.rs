@@ -116,12 +116,7 @@ pub(crate) fn new_engine(max_operations: u64, ctx: Arc<EvalCtx>) -> Engine {
         let Some(list) = list.read_lock::<Array>() else {
             return false;
         };
-        // Lower-case the haystack once; each needle is then a memchr-driven search.
-        let hay = s.to_ascii_lowercase();
-        list.iter().any(|n| {
-            n.read_lock::<ImmutableString>()
-                .is_some_and(|n| contains_ignore_ascii_case(&hay, &n))
-        })
+        contains_any(&s, &list)
     });
     e.register_fn("alert", |summary: ImmutableString| -> Map {
         let mut m = Map::new();
@@ -202,6 +197,54 @@ pub(crate) fn path_matches(path: &str, pattern: &str) -> bool {
     }
 }
 
+/// Lists of needles seen on this thread, each with its automaton. A list is
+/// the config's or a rule's literal: its strings stay the same objects from
+/// event to event, so it is recognised by identity (the entry holds them, so
+/// an address cannot be reused while cached). A list built afresh per event
+/// misses every time and is searched needle by needle instead.
+const NEEDLE_LISTS_CACHED: usize = 16;
+
+thread_local! {
+    static NEEDLE_LISTS: std::cell::RefCell<Vec<(Vec<ImmutableString>, aho_corasick::AhoCorasick)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// True if `hay` contains any string of `list`, ignoring ASCII case.
+pub(crate) fn contains_any(hay: &str, list: &Array) -> bool {
+    let needles: Vec<ImmutableString> = list
+        .iter()
+        .filter_map(|n| n.read_lock::<ImmutableString>().map(|n| n.clone()))
+        .collect();
+    NEEDLE_LISTS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let same = |cached: &[ImmutableString]| {
+            cached.len() == needles.len() && cached.iter().zip(&needles).all(|(a, b)| a.ptr_eq(b))
+        };
+        if let Some((_, ac)) = cache.iter().find(|(cached, _)| same(cached)) {
+            return ac.is_match(hay);
+        }
+        let built = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(needles.iter().map(|n| n.as_bytes()));
+        match built {
+            Ok(ac) => {
+                let hit = ac.is_match(hay);
+                if cache.len() >= NEEDLE_LISTS_CACHED {
+                    cache.remove(0);
+                }
+                cache.push((needles, ac));
+                hit
+            }
+            Err(_) => {
+                let lower = hay.to_ascii_lowercase();
+                needles
+                    .iter()
+                    .any(|n| contains_ignore_ascii_case(&lower, n))
+            }
+        }
+    })
+}
+
 /// `hay_lower` is already ASCII lower-case; the needle may be of any case.
 pub(crate) fn contains_ignore_ascii_case(hay_lower: &str, needle: &str) -> bool {
     if needle.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -223,6 +266,32 @@ mod tests {
         assert!(!path_matches("/administrator", "/admin"));
         assert!(path_matches("/administrator", "/admin*"));
         assert!(!path_matches("/", "/admin"));
+    }
+
+    #[test]
+    fn contains_any_cached_and_uncached_agree() {
+        let list: Array = ["SQLMap", "nikto", ""]
+            .iter()
+            .map(|s| Dynamic::from(*s))
+            .collect();
+        let some: Array = ["sqlmap", "nikto"]
+            .iter()
+            .map(|s| Dynamic::from(*s))
+            .collect();
+        for _ in 0..3 {
+            assert!(contains_any("Mozilla sqlmap/1.7", &some));
+            assert!(contains_any("NIKTO", &some));
+            assert!(!contains_any("curl/8.5", &some));
+            // The empty needle matches anything, as `contains("")` does.
+            assert!(contains_any("curl/8.5", &list));
+            assert!(!contains_any("curl/8.5", &Array::new()));
+        }
+        // More lists than the cache holds, each a fresh allocation: still right.
+        for i in 0..(NEEDLE_LISTS_CACHED * 2) {
+            let l: Array = vec![Dynamic::from(format!("tool{i}"))];
+            assert!(contains_any(&format!("x TOOL{i} y"), &l));
+            assert!(!contains_any("x y", &l));
+        }
     }
 
     #[test]
