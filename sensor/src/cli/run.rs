@@ -135,13 +135,17 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let (out_tx, out_rx) = crossbeam_channel::bounded::<Output>(cfg.sensor.queue_capacity);
     let current = CurrentRules::new(rules);
     let state = Arc::new(RuleState::new(&cfg.rules));
+    let worker_priority = super::workers::ThreadPriority {
+        nice: cfg.sensor.worker_nice,
+        batch: cfg.sensor.worker_batch,
+    };
     let workers = Workers::spawn(
         n_workers,
         current.clone(),
         Arc::clone(&state),
         identity(&cfg),
         cfg.sensor.queue_capacity / n_workers,
-        cfg.sensor.worker_nice,
+        worker_priority,
         out_tx.clone(),
     )?;
     let mut pipeline = Pipeline::new(
@@ -151,11 +155,11 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
         audit,
     )?;
     pipeline.ruleset_change(&ruleset_record(&current.get(), "start"));
-    let writer_nice = cfg.sensor.worker_nice;
+    let writer_priority = worker_priority;
     let writer = std::thread::Builder::new()
         .name("gw-writer".into())
         .spawn(move || {
-            super::workers::lower_thread_priority(writer_nice);
+            super::workers::lower_thread_priority(writer_priority);
             let mut last_tick = Instant::now();
             loop {
                 match out_rx.recv_timeout(Duration::from_millis(500)) {

@@ -25,30 +25,49 @@ pub enum Output {
     RulesetChange(serde_json::Value),
 }
 
-/// Lowers the calling thread's priority (Linux: per thread). `nice` 1..=19 is a
-/// lower share of the CPU; 20 is SCHED_IDLE: the thread runs only on CPU time
-/// nothing else wants. Lowering needs no privilege; a failure is logged and the
-/// thread runs on as it is.
-pub fn lower_thread_priority(nice: i32) {
-    if nice <= 0 {
-        return;
-    }
-    // SAFETY: plain syscalls on the calling thread; `param` outlives the call.
-    let rc = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
-        if nice >= 20 {
-            let param = libc::sched_param { sched_priority: 0 };
-            libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param)
-        } else {
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
-        }
+/// How the sensor's background threads (rule workers, writer) yield the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadPriority {
+    /// 1..=19: a lower share of the CPU; 20: SCHED_IDLE, only CPU time nothing
+    /// else wants; 0: an equal share.
+    pub nice: i32,
+    /// SCHED_BATCH: a waking sensor thread never preempts the gateway's
+    /// threads; it waits for their slice to end (ignored with nice 20).
+    pub batch: bool,
+}
+
+/// Lowers the calling thread's priority (Linux: per thread). Lowering needs no
+/// privilege; a failure is logged and the thread runs on as it is.
+pub fn lower_thread_priority(p: ThreadPriority) {
+    // SAFETY: plain syscalls on the calling thread; `param` outlives the calls.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t };
+    let param = libc::sched_param { sched_priority: 0 };
+    let policy = if p.nice >= 20 {
+        Some(libc::SCHED_IDLE)
+    } else if p.batch {
+        Some(libc::SCHED_BATCH)
+    } else {
+        None
     };
-    if rc != 0 {
-        tracing::warn!(
-            "could not lower the priority of a sensor thread (nice {nice}): {}",
-            std::io::Error::last_os_error()
-        );
+    if let Some(policy) = policy {
+        // SAFETY: as above.
+        if unsafe { libc::sched_setscheduler(tid, policy, &param) } != 0 {
+            warn_priority(p);
+        }
     }
+    if (1..20).contains(&p.nice) {
+        // SAFETY: as above.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, p.nice) } != 0 {
+            warn_priority(p);
+        }
+    }
+}
+
+fn warn_priority(p: ThreadPriority) {
+    tracing::warn!(
+        "could not lower the priority of a sensor thread ({p:?}): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// The running rule set, replaced whole on reload; workers notice the generation.
@@ -113,7 +132,7 @@ impl Workers {
         state: Arc<RuleState>,
         identity: SensorIdentity,
         queue_per_worker: usize,
-        nice: i32,
+        priority: ThreadPriority,
         out: Sender<Output>,
     ) -> Result<Workers> {
         let n = n.max(1);
@@ -128,7 +147,7 @@ impl Workers {
             let handle = std::thread::Builder::new()
                 .name(format!("gw-rules-{i}"))
                 .spawn(move || {
-                    lower_thread_priority(nice);
+                    lower_thread_priority(priority);
                     let mut seen = rules.generation();
                     let mut eval = Evaluator::new(rules.get(), state, identity);
                     for ev in rx {
@@ -189,5 +208,58 @@ impl Dispatcher {
     pub fn dispatch(&self, ev: Event) -> bool {
         let i = shard(&ev, self.senders.len());
         self.senders[i].send(ev).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy_and_nice_after(p: ThreadPriority) -> (i32, i32) {
+        std::thread::spawn(move || {
+            lower_thread_priority(p);
+            // SAFETY: queries on the calling thread only.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+                (
+                    libc::sched_getscheduler(tid),
+                    libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t),
+                )
+            }
+        })
+        .join()
+        .expect("priority thread")
+    }
+
+    #[test]
+    fn sensor_threads_yield_to_the_gateway_as_configured() {
+        let base = policy_and_nice_after(ThreadPriority {
+            nice: 0,
+            batch: false,
+        })
+        .1;
+        assert_eq!(
+            policy_and_nice_after(ThreadPriority {
+                nice: 10,
+                batch: true
+            }),
+            (libc::SCHED_BATCH, 10)
+        );
+        assert_eq!(
+            policy_and_nice_after(ThreadPriority {
+                nice: 10,
+                batch: false
+            }),
+            (libc::SCHED_OTHER, 10)
+        );
+        // nice 20 means SCHED_IDLE, whatever `batch` says
+        assert_eq!(
+            policy_and_nice_after(ThreadPriority {
+                nice: 20,
+                batch: true
+            })
+            .0,
+            libc::SCHED_IDLE
+        );
     }
 }
