@@ -209,7 +209,7 @@ __noinline int gw_tls_feed(struct gw_tls_call *c, struct gw_work *w, struct gw_c
 			return c->len;
 		}
 		ctx.w = w;
-		ctx.buf = ch->b;
+		ctx.ch = ch;
 		ctx.len = n;
 		bpf_loop(n, gw_feed_cb, &ctx, 0);
 		pos += ctx.consumed;

@@ -210,6 +210,10 @@ const volatile __u32 gw_body_scan_window = 512;
  * its flow arrive later than this after its start (a silent SSE stream, a
  * client that stalls). Other bounds: the window, FIN/RST, a sequence gap. */
 const volatile __u64 gw_body_wait_ns = 1000000000ULL;
+/* Test only: 1 runs every byte through the one-byte state machines, never a
+ * multi-byte step. That path is the reference the multi-byte steps must
+ * match exactly (sensor/tests/kernel_parser.rs compares the two). */
+const volatile __u8 gw_byte_path_only = 0;
 
 static __always_inline void gw_count(__u32 idx)
 {
@@ -1328,113 +1332,354 @@ static __always_inline void gw_body_scan_abandon(struct gw_work *w)
 
 #define GW_ONES 0x0101010101010101ULL
 #define GW_HIGHS 0x8080808080808080ULL
-/* Per byte of a little-endian word: high bit set where the byte is zero /
- * below n (n <= 128). Exact as to whether any byte qualifies. */
-#define GW_HAS_ZERO(x) (((x) - GW_ONES) & ~(x) & GW_HIGHS)
+#define GW_LOWS 0x7f7f7f7f7f7f7f7fULL
+/* Per byte of a little-endian word: high bit set where the byte is below n
+ * (n <= 128). A borrow can flag bytes above the first one below n, never
+ * below it: the lowest flag is exact, and only the lowest is ever used. */
 #define GW_HAS_LESS(x, n) (((x) - GW_ONES * (n)) & ~(x) & GW_HIGHS)
 
-/* Eight header-value bytes in one step (SWAR): taken only when the eight
- * bytes are all printable ASCII (no CR, LF, tab, control or non-ASCII byte,
- * which need the byte-at-a-time path) and nothing per-byte is pending (leading
- * whitespace, the auth scheme, Content-Length digits, the value bound, the
- * parse window). Returns 1 when it consumed the eight bytes, 0 to fall back.
- * Same result as eight gw_http_step calls; the kernel tests check both paths. */
-static __always_inline int gw_value_fast8(struct gw_work *w, __u8 *buf, __u32 pos)
+/* ---- Multi-byte steps ----
+ *
+ * Each takes the next k (1..8) bytes of the chunk in one step, where k runs
+ * up to the first byte that needs the byte path (a delimiter, a control or
+ * non-ASCII byte, a state change). The result is exactly that of k calls of
+ * gw_http_step / gw_body_step: sensor/tests/kernel_parser.rs runs the byte
+ * path (gw_byte_path_only) against this one on a corpus split at every
+ * offset. */
+
+/* Eight bytes at any offset in one load or store. Unaligned access is what
+ * x86-64 and arm64 do natively and the verifier allows there; a memcpy of
+ * unknown alignment compiles to eight byte loads. */
+static __always_inline __u64 gw_ld8(const void *p)
+{
+	return *(const __u64 *)p;
+}
+
+static __always_inline void gw_st8(void *p, __u64 v)
+{
+	*(__u64 *)p = v;
+}
+
+/* Exact per byte: high bit set where the byte equals c. */
+static __always_inline __u64 gw_eq8(__u64 x, __u8 c)
+{
+	__u64 y = x ^ (GW_ONES * c);
+
+	return ~(((y & GW_LOWS) + GW_LOWS) | y) & GW_HIGHS;
+}
+
+static __always_inline __u64 gw_ws8(__u64 x)
+{
+	return gw_eq8(x, ' ') | gw_eq8(x, '\t') | gw_eq8(x, '\r') | gw_eq8(x, '\n');
+}
+
+/* Index of the lowest flagged byte (high bit set), 8 when none; at most max. */
+static __always_inline __u32 gw_first8(__u64 flags, __u32 max)
+{
+	__u64 below;
+	__u32 k = 8;
+
+	if (flags) {
+		below = ((flags & (~flags + 1)) >> 7) - 1; /* 0xff in each byte below it */
+		k = ((below & GW_ONES) * GW_ONES) >> 56;
+	}
+	return k < max ? k : max;
+}
+
+/* 'A'..'Z' -> 'a'..'z', per byte. Bytes >= 0x80 may disturb the bytes above
+ * them, never those below: callers keep only bytes below the first such. */
+static __always_inline __u64 gw_lower8(__u64 v)
+{
+	__u64 upper = (v + GW_ONES * (0x80 - 'A')) & ~(v + GW_ONES * (0x80 - 'Z' - 1)) & GW_HIGHS;
+
+	return v | (upper >> 2);
+}
+
+/* gw_acc8 of the k (1..8) low bytes of v. */
+static __always_inline void gw_acc8k(__u64 *acc, __u8 *len, __u64 v, __u32 k)
+{
+	__u32 n = *len;
+
+	if (n < 8)
+		*acc |= (v & gw_mask(k < 8 - n ? k : 8 - n)) << (8 * n);
+	n += k;
+	*len = n > 9 ? 9 : n;
+}
+
+/* An MCP session id's bytes: gw_sess_byte of the k low bytes of v. */
+static __always_inline void gw_sess_bytes(struct gw_work *w, __u64 v, __u32 k)
+{
+	struct gw_mcp_sess *ms = &w->ev.mcp_sess;
+	int i;
+
+	if (!w->ps.sess_active)
+		return;
+	gw_siphash_bytes(&w->ps.sip, v, k);
+	ms->len += k;
+#pragma unroll
+	for (i = 0; i < 8; i++) {
+		__u8 b = v >> (8 * i);
+
+		if (i >= k)
+			break;
+		ms->seen[(b >> 6) & 3] |= 1ULL << (b & 63);
+		if (b < 0x21 || b > 0x7e)
+			ms->outside_visible = 1;
+	}
+}
+
+/* Content-Type's first 16 bytes, lower-cased: the k low bytes of v. */
+static __always_inline void gw_ctype_bytes(struct gw_parse_state *ps, __u64 v, __u32 k)
+{
+	__u32 n = ps->ct_len, take, off;
+	__u64 lv;
+
+	if (n >= 16)
+		return;
+	take = k < 16 - n ? k : 16 - n;
+	lv = gw_lower8(v) & gw_mask(take);
+	off = n & 7;
+	if (n < 8) {
+		ps->ctype[0] |= lv << (8 * off);
+		if (off && off + take > 8)
+			ps->ctype[1] |= lv >> (8 * (8 - off));
+	} else {
+		ps->ctype[1] |= lv << (8 * off);
+	}
+	ps->ct_len = n + take;
+}
+
+/* Header value bytes, up to the first CR, LF, tab, control or non-ASCII byte.
+ * The byte path keeps Content-Length digits, the Authorization scheme and the
+ * last bytes before the copy bound. */
+static __always_inline __u32 gw_value_fast(struct gw_work *w, __u64 v, __u32 avail)
 {
 	struct gw_parse_state *ps = &w->ps;
-	__u8 slot = ps->cur_slot;
-	__u64 v;
+	__u8 slot = ps->cur_slot, sp = ps->cur_special;
+	struct gw_hdr_value *hv = 0;
+	__u32 k;
 
-	if (ps->state != GW_S_VALUE || !ps->val_started || pos > GW_CHUNK - 8)
+	if (sp == GW_HS_CONTENT_LENGTH)
 		return 0;
-	if (ps->bytes + 8 > gw_parse_window)
-		return 0;
-	if (ps->cur_special == GW_HS_CONTENT_LENGTH || ps->cur_special == GW_HS_MCP_SESSION ||
-	    (ps->cur_special == GW_HS_CONTENT_TYPE && ps->ct_len < 16))
-		return 0;
-	/* the auth scheme is read byte by byte up to its space; other credentials have none */
-	if (ps->cur_special == GW_HS_CRED && !ps->scheme_done &&
+	if (sp == GW_HS_CRED && !ps->scheme_done &&
 	    (ps->cur_cred == GW_CRED_AUTHORIZATION || ps->cur_cred == GW_CRED_PROXY_AUTHORIZATION))
 		return 0;
-	__builtin_memcpy(&v, &buf[pos], 8);
-	/* any byte < 0x20, or any byte >= 0x80 */
-	if (GW_HAS_LESS(v, 0x20) | (v & GW_HIGHS))
+	k = gw_first8(GW_HAS_LESS(v, 0x20) | (v & GW_HIGHS), avail);
+	if (!k)
 		return 0;
-	if (ps->cur_special == GW_HS_CRED) {
-		gw_siphash_word(&ps->sip, v);
-	} else if (slot < GW_HDR_SLOTS) {
-		struct gw_hdr_value *hv = &w->ev.hdrs[slot];
+	if (slot < GW_HDR_SLOTS) {
+		hv = &w->ev.hdrs[slot];
+		if (hv->len > GW_HDR_VALUE_LEN - 8 && hv->len < GW_HDR_VALUE_LEN)
+			return 0;
+	}
+	ps->val_started = 1;
+	if (sp == GW_HS_CRED)
+		gw_siphash_bytes(&ps->sip, v, k);
+	else if (sp == GW_HS_MCP_SESSION)
+		gw_sess_bytes(w, v, k);
+	else if (sp == GW_HS_CONTENT_TYPE)
+		gw_ctype_bytes(ps, v, k);
+	if (hv) {
 		__u8 n = hv->len;
 
 		if (n <= GW_HDR_VALUE_LEN - 8) {
-			__builtin_memcpy(&hv->value[n & (GW_HDR_VALUE_LEN - 1)], &v, 8);
-			hv->len = n + 8;
-		} else if (n < GW_HDR_VALUE_LEN) {
-			return 0; /* the byte path fills the last few bytes and flags the cut */
+			/* bytes past the new length are never read */
+			gw_st8(&hv->value[n & (GW_HDR_VALUE_LEN - 1)], v);
+			hv->len = n + k;
 		} else {
 			hv->truncated = 1;
 			w->ev.anomalies |= GW_AN_VALUE_TRUNCATED;
 		}
 	}
-	ps->bytes += 8;
-	ps->val_total += 8;
-	return 1;
+	ps->val_total += k;
+	ps->bytes += k;
+	return k;
 }
 
-/* Eight header-name bytes in one step: all token characters (no ':', space,
- * control, DEL or non-ASCII byte) and room for all eight in the name buffer.
- * They are lower-cased as the byte path does. Returns 1 when consumed. */
-static __always_inline int gw_name_fast8(struct gw_work *w, __u8 *buf, __u32 pos)
+/* Header block bytes: request target, version, reason phrase, header names,
+ * leading whitespace of values, values. Returns the bytes taken (0: none). */
+static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avail)
 {
 	struct gw_parse_state *ps = &w->ps;
-	__u8 n = ps->name_len;
-	__u64 v, upper;
+	struct gw_http_event *ev = &w->ev;
+	__u32 k, n;
 
-	if (ps->state != GW_S_NAME || pos > GW_CHUNK - 8 || n > GW_HDR_NAME_LEN - 8)
+	/* the byte that meets the window goes the byte path, which flags it */
+	if (ps->bytes >= gw_parse_window)
 		return 0;
-	if (ps->bytes + 8 > gw_parse_window)
+	if (avail > gw_parse_window - ps->bytes)
+		avail = gw_parse_window - ps->bytes;
+
+	switch (ps->state) {
+	case GW_S_PATH:
+		n = ev->path_len;
+		if (ps->in_query || n == 0 || n > GW_PATH_LEN - 8)
+			return 0;
+		k = gw_first8((v & GW_HIGHS) | GW_HAS_LESS(v, 0x21) | gw_eq8(v, '?'), avail);
+		if (!k)
+			return 0;
+		gw_st8(&ev->path[n & (GW_PATH_LEN - 1)], v);
+		ev->path_len = n + k;
+		break;
+	case GW_S_VERSION:
+		k = gw_first8(gw_eq8(v, '\r') | gw_eq8(v, '\n'), avail);
+		if (!k)
+			return 0;
+		gw_acc8k(&ps->version, &ps->ver_len, v, k);
+		break;
+	case GW_S_REASON:
+		k = gw_first8(gw_eq8(v, '\r') | gw_eq8(v, '\n'), avail);
+		break;
+	case GW_S_LINE_START:
+	case GW_S_NAME:
+		n = ps->name_len;
+		if (n > GW_HDR_NAME_LEN - 8)
+			return 0;
+		/* token bytes: no ':', space, control, DEL or non-ASCII byte (at a
+		 * line start that also leaves CR, LF, SP and HTAB to the byte path) */
+		k = gw_first8((v & GW_HIGHS) | GW_HAS_LESS(v, 0x21) | gw_eq8(v, ':') | gw_eq8(v, 0x7f),
+			      avail);
+		if (!k)
+			return 0;
+		v = gw_lower8(v) & gw_mask(k); /* the name buffer stays zero past its length */
+		gw_st8(&ps->name.name[n & (GW_HDR_NAME_LEN - 1)], v);
+		ps->name_len = n + k;
+		ps->state = GW_S_NAME;
+		break;
+	case GW_S_VALUE:
+		if (ps->val_started)
+			return gw_value_fast(w, v, avail);
+		/* leading OWS */
+		k = gw_first8(~(gw_eq8(v, ' ') | gw_eq8(v, '\t')) & GW_HIGHS, avail);
+		if (!k)
+			return gw_value_fast(w, v, avail);
+		break;
+	default:
 		return 0;
-	__builtin_memcpy(&v, &buf[pos], 8);
-	if ((v & GW_HIGHS) | GW_HAS_LESS(v, 0x21) | GW_HAS_ZERO(v ^ (GW_ONES * ':')) |
-	    GW_HAS_ZERO(v ^ (GW_ONES * 0x7f)))
+	}
+	ps->bytes += k;
+	return k;
+}
+
+/* JSON body bytes that change nothing but the position: blanks (and commas
+ * where the tokenizer skips them), the inside of a string not being copied,
+ * of a key (its first 8 bytes kept), of a number or literal. Chunked and SSE
+ * bodies, and the byte that meets the window or the body's end, go the byte
+ * path. */
+static __always_inline __u32 gw_body_fast(struct gw_work *w, __u64 v, __u32 avail)
+{
+	struct gw_parse_state *ps = &w->ps;
+	struct gw_mcp_body *m = &w->ev.mcp;
+	__u64 stop;
+	__u32 k;
+
+	if (ps->jchunked || (ps->ct_kind == GW_CT_SSE && w->ev.is_response))
 		return 0;
-	/* 'A'..'Z' -> 'a'..'z': bytes >= 'A' and not > 'Z' get 0x20 added */
-	upper = (v + GW_ONES * (0x80 - 'A')) & ~(v + GW_ONES * (0x80 - 'Z' - 1)) & GW_HIGHS;
-	v |= upper >> 2;
-	__builtin_memcpy(&ps->name.name[n & (GW_HDR_NAME_LEN - 1)], &v, 8);
-	ps->name_len = n + 8;
-	ps->bytes += 8;
-	return 1;
+	if (m->scanned + 1 >= gw_body_scan_window)
+		return 0;
+	if (avail > gw_body_scan_window - 1 - m->scanned)
+		avail = gw_body_scan_window - 1 - m->scanned;
+	if (ps->jbody_cl) {
+		if (ps->body_remaining <= 1)
+			return 0;
+		if (avail > ps->body_remaining - 1)
+			avail = ps->body_remaining - 1;
+	}
+	switch (ps->jstate) {
+	case GW_J_STR:
+		if (ps->jcap)
+			return 0;
+		stop = gw_eq8(v, '"') | gw_eq8(v, '\\');
+		break;
+	case GW_J_KEY:
+		k = gw_first8(gw_eq8(v, '"') | gw_eq8(v, '\\'), avail);
+		if (!k)
+			return 0;
+		gw_acc8k(&ps->jk[0], &ps->jklen, v, k);
+		goto took;
+	case GW_J_SCALAR:
+		stop = gw_ws8(v) | gw_eq8(v, ',') | gw_eq8(v, '}') | gw_eq8(v, ']');
+		break;
+	case GW_J_START:
+	case GW_J_COLON:
+	case GW_J_AFTER:
+		stop = ~gw_ws8(v) & GW_HIGHS;
+		break;
+	case GW_J_KEY_OR_END:
+	case GW_J_VALUE:
+		stop = ~(gw_ws8(v) | gw_eq8(v, ',')) & GW_HIGHS;
+		break;
+	default:
+		return 0;
+	}
+	k = gw_first8(stop, avail);
+	if (!k)
+		return 0;
+took:
+	if (ps->jbody_cl)
+		ps->body_remaining -= k;
+	m->scanned += k;
+	return k;
 }
 
 /* bpf_loop context: the work area and the chunk of bytes being fed. */
 struct gw_feed_ctx {
 	struct gw_work *w;
-	__u8 *buf;
-	__u32 consumed; /* bytes of buf taken so far */
-	__u32 len; /* bytes in buf */
+	struct gw_chunk *ch;
+	__u32 consumed; /* bytes of the chunk taken so far */
+	__u32 len; /* bytes in the chunk */
 };
 
-/* One parse step: eight value bytes when the fast path allows, else one byte.
- * Callers run bpf_loop for len iterations; the loop stops early once every
- * byte is consumed or the message ended. */
+#define GW_STEP_END 0x10000 /* gw_step: the message ended, or no byte is left */
+#define GW_STEPS_PER_CB 16
+
+/* One parse step at pos: a run of bytes when a multi-byte step applies, else
+ * one byte through the state machines. Returns the bytes taken, with
+ * GW_STEP_END set when the message ended. Global: verified once. */
+__noinline int gw_step(struct gw_work *w, struct gw_chunk *ch, __u64 pos, __u64 len)
+{
+	__u64 p;
+	__u32 avail, k;
+	__u64 v;
+	__u8 b;
+
+	if (!w || !ch || pos >= len || pos >= GW_CHUNK)
+		return GW_STEP_END;
+	p = pos & (GW_CHUNK - 1);
+	if (!gw_byte_path_only && p <= GW_CHUNK - 8) {
+		avail = len - pos;
+		if (avail > 8)
+			avail = 8;
+		/* bytes past len are stale: never more than avail are taken */
+		v = gw_ld8(&ch->b[p]);
+		if (w->ps.state == GW_S_JBODY)
+			k = gw_body_fast(w, v, avail);
+		else
+			k = gw_http_fast(w, v, avail);
+		if (k)
+			return k;
+	}
+	b = ch->b[p];
+	if (w->ps.state == GW_S_JBODY)
+		return gw_body_step(w, b) ? 1 | GW_STEP_END : 1;
+	return gw_http_step(w, b) ? 1 | GW_STEP_END : 1;
+}
+
+/* Up to GW_STEPS_PER_CB steps per bpf_loop iteration. Callers run bpf_loop
+ * for len iterations; it stops once every byte is consumed or the message
+ * ended. */
 static long gw_feed_cb(__u64 idx, void *data)
 {
 	struct gw_feed_ctx *c = data;
-	struct gw_work *w = c->w;
-	__u8 *buf = c->buf;
-	__u32 pos = c->consumed;
+	int i, r;
 
-	if (!w || !buf || pos >= c->len || pos >= GW_CHUNK)
-		return 1;
-	if (pos + 8 <= c->len && (gw_value_fast8(w, buf, pos) || gw_name_fast8(w, buf, pos))) {
-		c->consumed = pos + 8;
-		return 0;
+	for (i = 0; i < GW_STEPS_PER_CB; i++) {
+		r = gw_step(c->w, c->ch, c->consumed, c->len);
+		c->consumed += r & 0xffff;
+		if (r & GW_STEP_END)
+			return 1;
 	}
-	c->consumed = pos + 1;
-	if (w->ps.state == GW_S_JBODY)
-		return gw_body_step(w, buf[pos & (GW_CHUNK - 1)]) ? 1 : 0;
-	return gw_http_step(w, buf[pos & (GW_CHUNK - 1)]);
+	return 0;
 }
 
 /* Finish an aborted or completed message before it is emitted. */

@@ -45,6 +45,12 @@ pub struct CaptureConfig {
     /// Flows whose header block or body spans segments, tracked at once (LRU).
     pub flow_table_size: u32,
     pub attach_mode: attach::AttachMode,
+    /// Test only: run the kernel parser one byte per step, never its
+    /// multi-byte steps. That path is the reference the fast paths are checked
+    /// against (tests/kernel_parser.rs); not settable from the config file.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub byte_path_only: bool,
 }
 
 impl Default for CaptureConfig {
@@ -61,6 +67,7 @@ impl Default for CaptureConfig {
             ringbuf_mb: 8,
             flow_table_size: 2048,
             attach_mode: attach::AttachMode::Auto,
+            byte_path_only: false,
         }
     }
 }
@@ -122,6 +129,22 @@ impl Probe {
     }
 
     pub fn load_with(cfg: &CaptureConfig, l4cfg: &l4::L4Config) -> Result<Probe> {
+        Probe::load_inner(cfg, l4cfg, None)
+    }
+
+    /// Test only: load a second probe that hashes with `other`'s key (the key
+    /// map is shared, not copied), so two builds of the parser can be compared
+    /// event for event, hashes included.
+    #[doc(hidden)]
+    pub fn load_sharing_key(cfg: &CaptureConfig, other: &Probe) -> Result<Probe> {
+        Probe::load_inner(cfg, &l4::L4Config::default(), Some(other))
+    }
+
+    fn load_inner(
+        cfg: &CaptureConfig,
+        l4cfg: &l4::L4Config,
+        key_of: Option<&Probe>,
+    ) -> Result<Probe> {
         let table = cfg.validate()?;
         bump_memlock_rlimit();
         // The skeleton borrows its object for its whole life; the sensor loads
@@ -142,6 +165,13 @@ impl Probe {
             ro.gw_l4_enabled = u8::from(l4cfg.enabled);
             ro.gw_l4_prefix_v4 = l4cfg.prefix_v4;
             ro.gw_l4_prefix_v6 = l4cfg.prefix_v6;
+            ro.gw_byte_path_only = u8::from(cfg.byte_path_only);
+        }
+        if let Some(other) = key_of {
+            open.maps
+                .gw_hash_key
+                .reuse_fd(other.skel.maps.gw_hash_key.as_fd())
+                .context("sharing the hash key map")?;
         }
         open.maps
             .gw_l4
@@ -166,6 +196,9 @@ impl Probe {
                 .gw_hdr_names
                 .update(&entry.key_bytes(), &entry.value_bytes(), MapFlags::ANY)
                 .with_context(|| format!("writing header {:?} to the kernel table", entry.name))?;
+        }
+        if key_of.is_some() {
+            return Ok(Probe { skel, table }); // the key is the other probe's, already frozen
         }
         let mut key = [0u8; 16];
         getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("generating hash key: {e}"))?;

@@ -243,6 +243,7 @@ fn open_and_load(probe: &Probe, with_sock_tps: bool) -> Result<TlsSkel<'static>>
         ro.gw_parse_window = net_ro.gw_parse_window;
         ro.gw_body_scan_window = net_ro.gw_body_scan_window;
         ro.gw_body_wait_ns = net_ro.gw_body_wait_ns;
+        ro.gw_byte_path_only = net_ro.gw_byte_path_only;
     }
     let net = &probe.skel.maps;
     open.maps
