@@ -10,7 +10,7 @@
  * serves from its own buffer.
  *
  * Userspace makes this object reuse the packet object's gw_hash_key,
- * gw_hdr_names, gw_counters and gw_events maps, so a credential hashes the same
+ * gw_hdr_table, gw_counters and gw_events maps, so a credential hashes the same
  * on both paths and every event leaves through one ring buffer. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>

@@ -164,11 +164,11 @@ struct {
 } gw_hash_key SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, struct gw_hdr_name_key);
-	__type(value, struct gw_hdr_info);
-} gw_hdr_names SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GW_HDR_TABLE);
+	__type(key, __u32);
+	__type(value, struct gw_hdr_slot);
+} gw_hdr_table SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -214,6 +214,8 @@ const volatile __u64 gw_body_wait_ns = 1000000000ULL;
  * multi-byte step. That path is the reference the multi-byte steps must
  * match exactly (sensor/tests/kernel_parser.rs compares the two). */
 const volatile __u8 gw_byte_path_only = 0;
+/* Seed of gw_hdr_hash; userspace picks it with the table's layout. */
+const volatile __u64 gw_hdr_seed = 0;
 
 static __always_inline void gw_count(__u32 idx)
 {
@@ -470,6 +472,58 @@ static __always_inline void gw_query_end(struct gw_work *w)
 	w->ps.in_query = 0;
 }
 
+/* Unaligned 8-byte load (x86-64 and arm64 take them; the verifier allows
+ * them there). A memcpy of unknown alignment compiles to eight byte loads. */
+static __always_inline __u64 gw_ld8(const void *p)
+{
+	return *(const __u64 *)p;
+}
+
+static __always_inline void gw_st8(void *p, __u64 v)
+{
+	*(__u64 *)p = v;
+}
+
+#define GW_HDR_MUL 0x9e3779b97f4a7c15ULL
+
+/* Home slot of a header name: its four zero-padded words and its length,
+ * multiply-xor mixed; the top bits pick the slot. Mirrored by
+ * capture::headers::name_hash (a kernel test checks that every configured
+ * name is found). */
+static __always_inline __u32 gw_hdr_hash(__u64 w0, __u64 w1, __u64 w2, __u64 w3, __u32 len)
+{
+	__u64 h = gw_hdr_seed ^ len;
+
+	h = (h ^ w0) * GW_HDR_MUL;
+	h = (h ^ (h >> 29) ^ w1) * GW_HDR_MUL;
+	h = (h ^ (h >> 29) ^ w2) * GW_HDR_MUL;
+	h = (h ^ (h >> 29) ^ w3) * GW_HDR_MUL;
+	return h >> 57; /* log2(GW_HDR_TABLE) top bits */
+}
+
+/* The table entry of the header name just read, or NULL. */
+static __always_inline struct gw_hdr_info *gw_hdr_find(struct gw_parse_state *ps)
+{
+	__u64 w0 = gw_ld8(&ps->name.name[0]), w1 = gw_ld8(&ps->name.name[8]);
+	__u64 w2 = gw_ld8(&ps->name.name[16]), w3 = gw_ld8(&ps->name.name[24]);
+	__u32 h = gw_hdr_hash(w0, w1, w2, w3, ps->name_len);
+	int i;
+
+#pragma unroll
+	for (i = 0; i < GW_HDR_PROBES; i++) {
+		__u32 idx = (h + i) & (GW_HDR_TABLE - 1);
+		struct gw_hdr_slot *s = bpf_map_lookup_elem(&gw_hdr_table, &idx);
+
+		if (!s || !s->len)
+			return 0;
+		if (s->len == ps->name_len && gw_ld8(&s->name.name[0]) == w0 &&
+		    gw_ld8(&s->name.name[8]) == w1 && gw_ld8(&s->name.name[16]) == w2 &&
+		    gw_ld8(&s->name.name[24]) == w3)
+			return &s->info;
+	}
+	return 0;
+}
+
 /* Called at a header's colon: look the name up in the configured table. */
 static __always_inline void gw_header_name_done(struct gw_work *w)
 {
@@ -480,7 +534,7 @@ static __always_inline void gw_header_name_done(struct gw_work *w)
 
 	if (ps->name_len == 0 || ps->name_len > GW_HDR_NAME_LEN)
 		return;
-	hi = bpf_map_lookup_elem(&gw_hdr_names, &ps->name);
+	hi = gw_hdr_find(ps);
 	if (!hi)
 		return;
 	ps->cur_slot = hi->slot;
@@ -1346,19 +1400,6 @@ static __always_inline void gw_body_scan_abandon(struct gw_work *w)
  * gw_http_step / gw_body_step: sensor/tests/kernel_parser.rs runs the byte
  * path (gw_byte_path_only) against this one on a corpus split at every
  * offset. */
-
-/* Eight bytes at any offset in one load or store. Unaligned access is what
- * x86-64 and arm64 do natively and the verifier allows there; a memcpy of
- * unknown alignment compiles to eight byte loads. */
-static __always_inline __u64 gw_ld8(const void *p)
-{
-	return *(const __u64 *)p;
-}
-
-static __always_inline void gw_st8(void *p, __u64 v)
-{
-	*(__u64 *)p = v;
-}
 
 /* Exact per byte: high bit set where the byte equals c. */
 static __always_inline __u64 gw_eq8(__u64 x, __u8 c)

@@ -1180,3 +1180,64 @@ fn fast_path_and_byte_path_give_identical_events() {
     }
     assert!(runs > 1000, "only {runs} runs");
 }
+
+/// The kernel finds header names with a hash that userspace mirrors to place
+/// them (capture/headers.rs name_hash, gw_hdr_hash): every configured name,
+/// credential and check header is found, under several load seeds.
+#[test]
+fn every_configured_header_is_found_by_the_kernel() {
+    require_root!();
+    let names: Vec<String> = (0..12)
+        .map(|i| {
+            let base = format!("x-h{i}-");
+            // lengths 5..=32, up to the name bound
+            let len: usize = 5 + i * 27 / 11;
+            format!("{base}{}", "n".repeat(len.saturating_sub(base.len())))
+        })
+        .collect();
+    let cfg = CaptureConfig {
+        headers: names.clone(),
+        ..CaptureConfig::default()
+    };
+    for round in 0..6u16 {
+        let p = Probe::load(&cfg).expect("loading BPF programs");
+        let mut req = String::from("POST /x HTTP/1.1\r\n");
+        for (i, n) in names.iter().enumerate() {
+            // mixed case on the wire: names are matched lower-cased
+            req.push_str(&format!("{}: v{i}\r\n", n.to_ascii_uppercase()));
+        }
+        req.push_str("Host: h\r\nContent-Type: text/plain\r\nTransfer-Encoding: gzip\r\nContent-Length: 0\r\n");
+        for c in [
+            "Authorization",
+            "Proxy-Authorization",
+            "Cookie",
+            "Set-Cookie",
+            "X-Api-Key",
+        ] {
+            req.push_str(&format!("{c}: Basic c2VjcmV0\r\n"));
+        }
+        req.push_str("Mcp-Session-Id: abc\r\n\r\n");
+        let flow = Flow {
+            sport: 47000 + round,
+            ..FLOW
+        };
+        let evs = run_frames(&p, &[v4(&flow, 1, req.as_bytes())]).unwrap();
+        assert_eq!(evs.len(), 1);
+        let h = http(&evs[0]);
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(
+                h.headers.get(n).map(String::as_str),
+                Some(format!("v{i}").as_str()),
+                "{n}"
+            );
+        }
+        assert_eq!(h.credentials.len(), 5, "{:?}", h.credentials.keys());
+        assert!(h.mcp_session.is_some());
+        // Content-Length and Transfer-Encoding were both recognised.
+        assert!(
+            h.anomalies.iter().any(|a| a == "cl_and_te"),
+            "{:?}",
+            h.anomalies
+        );
+    }
+}

@@ -115,6 +115,11 @@ impl CaptureConfig {
     }
 }
 
+const _: () = assert!(
+    std::mem::size_of::<skel::types::gw_hdr_slot>() == headers::HDR_SLOT_SIZE,
+    "struct gw_hdr_slot and headers::HDR_SLOT_SIZE disagree"
+);
+
 /// The loaded kernel programs and maps. Dropping it unloads everything.
 pub struct Probe {
     pub skel: NetSkel<'static>,
@@ -146,6 +151,17 @@ impl Probe {
         key_of: Option<&Probe>,
     ) -> Result<Probe> {
         let table = cfg.validate()?;
+        // The name table's hash seed: fresh per load, so which names share a
+        // slot cannot be known in advance; one that places every name within
+        // the kernel's probe bound (nearly all do).
+        let (hdr_seed, hdr_slots) = (0..256)
+            .find_map(|_| {
+                let mut s = [0u8; 8];
+                getrandom::fill(&mut s).ok()?;
+                let seed = u64::from_ne_bytes(s);
+                table.layout(seed).map(|l| (seed, l))
+            })
+            .context("placing the header table: no seed fits")?;
         bump_memlock_rlimit();
         // The skeleton borrows its object for its whole life; the sensor loads
         // once per process, so a leaked box is the simple, honest lifetime.
@@ -166,6 +182,7 @@ impl Probe {
             ro.gw_l4_prefix_v4 = l4cfg.prefix_v4;
             ro.gw_l4_prefix_v6 = l4cfg.prefix_v6;
             ro.gw_byte_path_only = u8::from(cfg.byte_path_only);
+            ro.gw_hdr_seed = hdr_seed;
         }
         if let Some(other) = key_of {
             open.maps
@@ -191,10 +208,17 @@ impl Probe {
             )
         })?;
 
-        for entry in &table.entries {
+        for (slot, entry) in hdr_slots.iter().enumerate() {
+            let Some(entry) = entry.map(|i| &table.entries[i]) else {
+                continue;
+            };
             skel.maps
-                .gw_hdr_names
-                .update(&entry.key_bytes(), &entry.value_bytes(), MapFlags::ANY)
+                .gw_hdr_table
+                .update(
+                    &(slot as u32).to_ne_bytes(),
+                    &entry.slot_bytes(),
+                    MapFlags::ANY,
+                )
                 .with_context(|| format!("writing header {:?} to the kernel table", entry.name))?;
         }
         if key_of.is_some() {
