@@ -1604,28 +1604,13 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
 
 /* JSON body bytes that change nothing but the position: blanks (and commas
  * where the tokenizer skips them), the inside of a string not being copied,
- * of a key (its first 8 bytes kept), of a number or literal. Chunked and SSE
- * bodies, and the byte that meets the window or the body's end, go the byte
- * path. */
-static __always_inline __u32 gw_body_fast(struct gw_work *w, __u64 v, __u32 avail)
+ * of a key (its first 8 bytes kept), of a number or literal. Returns how
+ * many of the avail (1..8) low bytes of v were taken. */
+static __always_inline __u32 gw_json_skip(struct gw_parse_state *ps, __u64 v, __u32 avail)
 {
-	struct gw_parse_state *ps = &w->ps;
-	struct gw_mcp_body *m = &w->ev.mcp;
 	__u64 stop;
 	__u32 k;
 
-	if (ps->jchunked || (ps->ct_kind == GW_CT_SSE && w->ev.is_response))
-		return 0;
-	if (m->scanned + 1 >= gw_body_scan_window)
-		return 0;
-	if (avail > gw_body_scan_window - 1 - m->scanned)
-		avail = gw_body_scan_window - 1 - m->scanned;
-	if (ps->jbody_cl) {
-		if (ps->body_remaining <= 1)
-			return 0;
-		if (avail > ps->body_remaining - 1)
-			avail = ps->body_remaining - 1;
-	}
 	switch (ps->jstate) {
 	case GW_J_STR:
 		if (ps->jcap)
@@ -1634,10 +1619,9 @@ static __always_inline __u32 gw_body_fast(struct gw_work *w, __u64 v, __u32 avai
 		break;
 	case GW_J_KEY:
 		k = gw_first8(gw_eq8(v, '"') | gw_eq8(v, '\\'), avail);
-		if (!k)
-			return 0;
-		gw_acc8k(&ps->jk[0], &ps->jklen, v, k);
-		goto took;
+		if (k)
+			gw_acc8k(&ps->jk[0], &ps->jklen, v, k);
+		return k;
 	case GW_J_SCALAR:
 		stop = gw_ws8(v) | gw_eq8(v, ',') | gw_eq8(v, '}') | gw_eq8(v, ']');
 		break;
@@ -1653,14 +1637,77 @@ static __always_inline __u32 gw_body_fast(struct gw_work *w, __u64 v, __u32 avai
 	default:
 		return 0;
 	}
-	k = gw_first8(stop, avail);
-	if (!k)
+	return gw_first8(stop, avail);
+}
+
+#define GW_STEP_END 0x10000 /* gw_step: the message ended, or no byte is left */
+#define GW_STEPS_PER_CB 16
+#define GW_BODY_RUN 64
+
+/* One token of a body run at chunk offset p, at most room bytes: a
+ * gw_json_skip run, else one byte through gw_json_step. Returns the bytes
+ * taken (0: none, the chunk's last bytes go gw_step's byte path), with
+ * GW_STEP_END set when the scan decided. Global: verified once. */
+__noinline int gw_body_tok(struct gw_work *w, struct gw_chunk *ch, __u64 p, __u64 room)
+{
+	__u32 k;
+
+	if (!w || !ch || !room || p > GW_CHUNK - 8)
 		return 0;
-took:
+	k = gw_json_skip(&w->ps, gw_ld8(&ch->b[p]), room > 8 ? 8 : room);
+	if (k)
+		return k;
+	return gw_json_step(w, ch->b[p]) ? 1 | GW_STEP_END : 1;
+}
+
+/* A run of JSON body bytes in one call (up to GW_BODY_RUN tokens), stopping
+ * short of the byte that meets the scan window or the body's end, so that
+ * gw_body_step's window, length and counting bookkeeping is done once for
+ * the run with the same result. Returns the bytes taken (GW_STEP_END set
+ * when the scan decided); 0 for chunked and SSE bodies, which go byte by
+ * byte through gw_body_step. Global: verified once. */
+__noinline int gw_body_run(struct gw_work *w, struct gw_chunk *ch, __u64 pos, __u64 len)
+{
+	struct gw_parse_state *ps;
+	struct gw_mcp_body *m;
+	__u64 limit, n = 0;
+	int i, r, done = 0;
+
+	if (!w || !ch || pos >= len || pos >= GW_CHUNK)
+		return 0;
+	ps = &w->ps;
+	m = &w->ev.mcp;
+	if (ps->jchunked || (ps->ct_kind == GW_CT_SSE && w->ev.is_response))
+		return 0;
+	if (m->scanned + 1 >= gw_body_scan_window)
+		return 0;
+	limit = len - pos;
+	if (limit > gw_body_scan_window - 1 - m->scanned)
+		limit = gw_body_scan_window - 1 - m->scanned;
+	if (ps->jbody_cl) {
+		if (ps->body_remaining <= 1)
+			return 0;
+		if (limit > ps->body_remaining - 1)
+			limit = ps->body_remaining - 1;
+	}
+	for (i = 0; i < GW_BODY_RUN && n < limit; i++) {
+		r = gw_body_tok(w, ch, pos + n, limit - n);
+		if (!r)
+			break;
+		n += r & 0xff;
+		if (r & GW_STEP_END) {
+			done = 1;
+			break;
+		}
+	}
 	if (ps->jbody_cl)
-		ps->body_remaining -= k;
-	m->scanned += k;
-	return k;
+		ps->body_remaining -= n;
+	m->scanned += n;
+	if (done) {
+		ps->state = GW_S_SCANNED;
+		return n | GW_STEP_END;
+	}
+	return n;
 }
 
 /* bpf_loop context: the work area and the chunk of bytes being fed. */
@@ -1670,9 +1717,6 @@ struct gw_feed_ctx {
 	__u32 consumed; /* bytes of the chunk taken so far */
 	__u32 len; /* bytes in the chunk */
 };
-
-#define GW_STEP_END 0x10000 /* gw_step: the message ended, or no byte is left */
-#define GW_STEPS_PER_CB 16
 
 /* One parse step at pos: a run of bytes when a multi-byte step applies, else
  * one byte through the state machines. Returns the bytes taken, with
@@ -1694,7 +1738,7 @@ __noinline int gw_step(struct gw_work *w, struct gw_chunk *ch, __u64 pos, __u64 
 		/* bytes past len are stale: never more than avail are taken */
 		v = gw_ld8(&ch->b[p]);
 		if (w->ps.state == GW_S_JBODY)
-			k = gw_body_fast(w, v, avail);
+			k = gw_body_run(w, ch, pos, len);
 		else
 			k = gw_http_fast(w, v, avail);
 		if (k)
