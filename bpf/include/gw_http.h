@@ -1490,6 +1490,32 @@ static __always_inline void gw_ctype_bytes(struct gw_parse_state *ps, __u64 v, _
 	ps->ct_len = n + take;
 }
 
+/* A credential value's first bytes, up to and with the space that ends an
+ * auth scheme: hashed, and (lower-cased) the scheme's first 8 bytes kept, as
+ * gw_value_byte does for them (for every credential header; only
+ * Authorization and Proxy-Authorization report the scheme). */
+static __always_inline __u32 gw_scheme_fast(struct gw_work *w, __u64 v, __u32 avail)
+{
+	struct gw_parse_state *ps = &w->ps;
+	__u32 k, all;
+
+	k = gw_first8(GW_HAS_LESS(v, 0x20) | (v & GW_HIGHS) | gw_eq8(v, ' '), avail);
+	all = k;
+	if (k < avail && ((v >> (8 * k)) & 0xff) == ' ')
+		all = k + 1; /* the space: the scheme is done */
+	if (!all)
+		return 0;
+	if (k)
+		gw_acc8k(&ps->scheme, &ps->scheme_len, gw_lower8(v), k);
+	if (all > k)
+		ps->scheme_done = 1;
+	ps->val_started = 1;
+	gw_siphash_bytes(&ps->sip, v, all);
+	ps->val_total += all;
+	ps->bytes += all;
+	return all;
+}
+
 /* Header value bytes, up to the first CR, LF, tab, control or non-ASCII byte.
  * The byte path keeps Content-Length digits, the Authorization scheme and the
  * last bytes before the copy bound. */
@@ -1502,9 +1528,8 @@ static __always_inline __u32 gw_value_fast(struct gw_work *w, __u64 v, __u32 ava
 
 	if (sp == GW_HS_CONTENT_LENGTH)
 		return 0;
-	if (sp == GW_HS_CRED && !ps->scheme_done &&
-	    (ps->cur_cred == GW_CRED_AUTHORIZATION || ps->cur_cred == GW_CRED_PROXY_AUTHORIZATION))
-		return 0;
+	if (sp == GW_HS_CRED && !ps->scheme_done)
+		return gw_scheme_fast(w, v, avail);
 	k = gw_first8(GW_HAS_LESS(v, 0x20) | (v & GW_HIGHS), avail);
 	if (!k)
 		return 0;
