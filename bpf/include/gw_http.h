@@ -1582,8 +1582,9 @@ static __always_inline __u32 gw_name_fast(struct gw_parse_state *ps, __u64 v, __
 	return k;
 }
 
-/* Header lines, in one step as far as the avail bytes go: the CRLF that
- * ends a value and the next name's first bytes; name bytes; the colon (the
+/* Header lines, in one step as far as the avail bytes go: the LF after a
+ * start line's CR, or the CRLF that ends a value, and the next name's first
+ * bytes; name bytes; the colon (the
  * table lookup), leading OWS and the value's first bytes; value bytes. Each
  * part is what the byte path does with those bytes. */
 static __always_inline __u32 gw_header_fast(struct gw_work *w, __u64 v, __u32 avail)
@@ -1591,6 +1592,15 @@ static __always_inline __u32 gw_header_fast(struct gw_work *w, __u64 v, __u32 av
 	struct gw_parse_state *ps = &w->ps;
 	__u32 k, total = 0;
 
+	if (ps->state == GW_S_LINE_LF && (v & 0xff) == '\n') {
+		/* the LF of a start line's CRLF */
+		gw_header_begin(ps);
+		ps->state = GW_S_LINE_START;
+		ps->bytes += 1;
+		total = 1;
+		v >>= 8;
+		avail -= 1;
+	}
 	if (ps->state == GW_S_VALUE && avail >= 2 && (v & 0xffff) == ('\r' | ('\n' << 8))) {
 		gw_header_value_done(w, 0);
 		gw_header_begin(ps);
@@ -1646,9 +1656,25 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
 		avail = gw_parse_window - ps->bytes;
 
 	switch (ps->state) {
+	case GW_S_METHOD:
+		n = ev->method_len;
+		if (n > GW_METHOD_LEN - 8)
+			return 0;
+		/* upper-case letters, '-' and '_' (the digits, '/' and '.' of
+		 * "HTTP/1.x", and the space, go the byte path) */
+		k = gw_first8(~((v + GW_ONES * (0x80 - 'A')) & ~(v + GW_ONES * (0x80 - 'Z' - 1)) |
+				gw_eq8(v, '-') | gw_eq8(v, '_')) &
+				      GW_HIGHS,
+			      avail);
+		if (!k)
+			return 0;
+		gw_st8(&ev->method[n & (GW_METHOD_LEN - 1)], v);
+		ev->method_len = n + k;
+		break;
 	case GW_S_PATH:
 		n = ev->path_len;
-		if (ps->in_query || n == 0 || n > GW_PATH_LEN - 8)
+		/* the first byte: '/' here, anything else the byte path checks */
+		if (ps->in_query || (n == 0 && (v & 0xff) != '/') || n > GW_PATH_LEN - 8)
 			return 0;
 		k = gw_first8((v & GW_HIGHS) | GW_HAS_LESS(v, 0x21) | gw_eq8(v, '?'), avail);
 		if (!k)
@@ -1665,6 +1691,7 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
 	case GW_S_REASON:
 		k = gw_first8(gw_eq8(v, '\r') | gw_eq8(v, '\n'), avail);
 		break;
+	case GW_S_LINE_LF:
 	case GW_S_LINE_START:
 	case GW_S_NAME:
 	case GW_S_VALUE:
