@@ -1516,6 +1516,29 @@ static __always_inline __u32 gw_scheme_fast(struct gw_work *w, __u64 v, __u32 av
 	return all;
 }
 
+/* A query parameter name's first 16 bytes: the k low bytes of v, as
+ * gw_query_byte keeps them (the length counts to 17 and stops). */
+static __always_inline void gw_qname_bytes(struct gw_parse_state *ps, __u64 v, __u32 k)
+{
+	__u32 n = ps->qname_len, take, off;
+	__u64 lv;
+
+	if (n < 16) {
+		take = k < 16 - n ? k : 16 - n;
+		lv = v & gw_mask(take);
+		off = n & 7;
+		if (n < 8) {
+			ps->qname[0] |= lv << (8 * off);
+			if (off && off + take > 8)
+				ps->qname[1] |= lv >> (8 * (8 - off));
+		} else {
+			ps->qname[1] |= lv << (8 * off);
+		}
+	}
+	n += k;
+	ps->qname_len = n > 17 ? 17 : n;
+}
+
 /* Header value bytes, up to the first CR, LF, tab, control or non-ASCII byte.
  * The byte path keeps Content-Length digits, the Authorization scheme and the
  * last bytes before the copy bound. */
@@ -1647,6 +1670,7 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
 {
 	struct gw_parse_state *ps = &w->ps;
 	struct gw_http_event *ev = &w->ev;
+	__u64 stop;
 	__u32 k, n;
 
 	/* the byte that meets the window goes the byte path, which flags it */
@@ -1674,11 +1698,28 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
 	case GW_S_PATH:
 		n = ev->path_len;
 		/* the first byte: '/' here, anything else the byte path checks */
-		if (ps->in_query || (n == 0 && (v & 0xff) != '/') || n > GW_PATH_LEN - 8)
+		if ((n == 0 && (v & 0xff) != '/') || n > GW_PATH_LEN - 8)
 			return 0;
-		k = gw_first8((v & GW_HIGHS) | GW_HAS_LESS(v, 0x21) | gw_eq8(v, '?'), avail);
+		stop = (v & GW_HIGHS) | GW_HAS_LESS(v, 0x21) | gw_eq8(v, '?');
+		if (ps->in_query) {
+			/* a query parameter's name or value; delimiters go the byte path */
+			stop |= gw_eq8(v, '&') | gw_eq8(v, '#') | gw_eq8(v, ';');
+			if (!ps->qval)
+				stop |= gw_eq8(v, '=');
+		}
+		k = gw_first8(stop, avail);
 		if (!k)
 			return 0;
+		if (ps->in_query) {
+			if (!ps->qval) {
+				gw_qname_bytes(ps, v, k);
+			} else if (ps->qval == 1) {
+				gw_sess_bytes(w, v, k); /* session_id: hashed, masked */
+				v = GW_ONES * '*';
+			} else if (ps->qval == 2) {
+				v = GW_ONES * '*'; /* access_token: masked */
+			}
+		}
 		gw_st8(&ev->path[n & (GW_PATH_LEN - 1)], v);
 		ev->path_len = n + k;
 		break;

@@ -1025,6 +1025,11 @@ fn differential_corpus() -> Vec<(String, Vec<u8>)> {
         "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nHost: pipelined\r\n\r\n",
         "GETX / HTTP/1.1\r\n\r\n",
         "Gxx",
+        "GET /q?a=1&bb=22;ccc=333#frag?x=y HTTP/1.1\r\n\r\n",
+        "GET /q?session_id=first-id-0123456789&session_id=second&access_token=abcdefghijklmnopq&x=1 HTTP/1.1\r\n\r\n",
+        "GET /q?a-very-long-parameter-name-past-sixteen=v&exactly16bytes__=v&sixteen_bytes_17=w HTTP/1.1\r\n\r\n",
+        "GET /q?session_id=abc\u{e9}\u{1}def&access_token=t\tk&&=&?=? HTTP/1.1\r\n\r\n",
+        "GET /q?access_token=secret-token-value-0123456789 HTTP/1.1\r\nHost: h\r\n\r\n",
     ]
     .iter()
     .enumerate()
