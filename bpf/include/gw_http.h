@@ -1750,30 +1750,39 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
  * many of the avail (1..8) low bytes of v were taken. */
 static __always_inline __u32 gw_json_skip(struct gw_parse_state *ps, __u64 v, __u32 avail)
 {
+	__u8 b = v; /* when the first byte stops the run, say so before any word math */
 	__u64 stop;
 	__u32 k;
 
 	switch (ps->jstate) {
 	case GW_J_STR:
-		if (ps->jcap)
+		if (ps->jcap || b == '"' || b == '\\')
 			return 0;
 		stop = gw_eq8(v, '"') | gw_eq8(v, '\\');
 		break;
 	case GW_J_KEY:
+		if (b == '"' || b == '\\')
+			return 0;
 		k = gw_first8(gw_eq8(v, '"') | gw_eq8(v, '\\'), avail);
 		if (k)
 			gw_acc8k(&ps->jk[0], &ps->jklen, v, k);
 		return k;
 	case GW_J_SCALAR:
+		if (gw_ws(b) || b == ',' || b == '}' || b == ']')
+			return 0;
 		stop = gw_ws8(v) | gw_eq8(v, ',') | gw_eq8(v, '}') | gw_eq8(v, ']');
 		break;
 	case GW_J_START:
 	case GW_J_COLON:
 	case GW_J_AFTER:
+		if (!gw_ws(b))
+			return 0;
 		stop = ~gw_ws8(v) & GW_HIGHS;
 		break;
 	case GW_J_KEY_OR_END:
 	case GW_J_VALUE:
+		if (!gw_ws(b) && b != ',')
+			return 0;
 		stop = ~(gw_ws8(v) | gw_eq8(v, ',')) & GW_HIGHS;
 		break;
 	default:
