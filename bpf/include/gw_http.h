@@ -479,6 +479,16 @@ static __always_inline __u64 gw_ld8(const void *p)
 	return *(const __u64 *)p;
 }
 
+/* The low k bytes, for 1 <= k <= 8, without a branch. */
+static __always_inline __u64 gw_mask1(__u32 k)
+{
+	return ~0ULL >> (64 - 8 * k);
+}
+
+/* Every store of a multi-byte step writes only the bytes it took (the rest
+ * zero): past a step's k bytes a word holds later bytes of the stream or
+ * stale chunk bytes of an earlier packet, which may be a credential, and
+ * the whole event record goes to the ring buffer. */
 static __always_inline void gw_st8(void *p, __u64 v)
 {
 	*(__u64 *)p = v;
@@ -1572,8 +1582,9 @@ static __always_inline __u32 gw_value_fast(struct gw_work *w, __u64 v, __u32 ava
 		__u8 n = hv->len;
 
 		if (n <= GW_HDR_VALUE_LEN - 8) {
-			/* bytes past the new length are never read */
-			gw_st8(&hv->value[n & (GW_HDR_VALUE_LEN - 1)], v);
+			/* only the k bytes taken: the rest of the word may be
+			 * stale chunk bytes of another packet (see gw_st8) */
+			gw_st8(&hv->value[n & (GW_HDR_VALUE_LEN - 1)], v & gw_mask1(k));
 			hv->len = n + k;
 		} else {
 			hv->truncated = 1;
@@ -1692,7 +1703,7 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
 			      avail);
 		if (!k)
 			return 0;
-		gw_st8(&ev->method[n & (GW_METHOD_LEN - 1)], v);
+		gw_st8(&ev->method[n & (GW_METHOD_LEN - 1)], v & gw_mask1(k));
 		ev->method_len = n + k;
 		break;
 	case GW_S_PATH:
@@ -1720,7 +1731,7 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
 				v = GW_ONES * '*'; /* access_token: masked */
 			}
 		}
-		gw_st8(&ev->path[n & (GW_PATH_LEN - 1)], v);
+		gw_st8(&ev->path[n & (GW_PATH_LEN - 1)], v & gw_mask1(k));
 		ev->path_len = n + k;
 		break;
 	case GW_S_VERSION:
