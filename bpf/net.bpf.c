@@ -238,7 +238,7 @@ __noinline int gw_feed_payload(struct __sk_buff *skb, struct gw_pkt *p, struct g
 		if (bpf_skb_load_bytes(skb, p->poff + pos, ch->b, n) < 0)
 			return pos;
 		ctx.w = w;
-		ctx.buf = ch->b;
+		ctx.ch = ch;
 		ctx.len = n;
 		bpf_loop(n, gw_feed_cb, &ctx, 0);
 		pos += ctx.consumed;

@@ -10,7 +10,7 @@
  * serves from its own buffer.
  *
  * Userspace makes this object reuse the packet object's gw_hash_key,
- * gw_hdr_names, gw_counters and gw_events maps, so a credential hashes the same
+ * gw_hdr_table, gw_counters and gw_events maps, so a credential hashes the same
  * on both paths and every event leaves through one ring buffer. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -209,7 +209,7 @@ __noinline int gw_tls_feed(struct gw_tls_call *c, struct gw_work *w, struct gw_c
 			return c->len;
 		}
 		ctx.w = w;
-		ctx.buf = ch->b;
+		ctx.ch = ch;
 		ctx.len = n;
 		bpf_loop(n, gw_feed_cb, &ctx, 0);
 		pos += ctx.consumed;

@@ -171,7 +171,7 @@ struct gw_http_event {
 	struct gw_mcp_body mcp;
 };
 
-/* What a known header name means to the parser (value of the gw_hdr_names map). */
+/* What a known header name means to the parser (in its gw_hdr_table slot). */
 enum gw_hdr_special {
 	GW_HS_NONE = 0,
 	GW_HS_CRED, /* cred slot in .cred */
@@ -191,6 +191,20 @@ struct gw_hdr_info {
 	__u8 special;
 	__u8 cred;
 	__u8 _pad;
+};
+
+/* The known header names: an open-addressing table of GW_HDR_TABLE slots.
+ * A name lives within GW_HDR_PROBES slots after gw_hdr_hash(name) (linear
+ * probing; userspace, capture/headers.rs, places the names with the same
+ * hash and picks another seed if one would land further). */
+#define GW_HDR_TABLE 128
+#define GW_HDR_PROBES 4
+
+struct gw_hdr_slot {
+	struct gw_hdr_name_key name;
+	struct gw_hdr_info info;
+	__u8 len; /* name length; 0: empty slot */
+	__u8 _pad[3];
 };
 
 /* Per-CPU counters, index into gw_counters. Userspace names: capture/counters.rs. */

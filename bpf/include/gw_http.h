@@ -164,11 +164,11 @@ struct {
 } gw_hash_key SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, struct gw_hdr_name_key);
-	__type(value, struct gw_hdr_info);
-} gw_hdr_names SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GW_HDR_TABLE);
+	__type(key, __u32);
+	__type(value, struct gw_hdr_slot);
+} gw_hdr_table SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -210,6 +210,12 @@ const volatile __u32 gw_body_scan_window = 512;
  * its flow arrive later than this after its start (a silent SSE stream, a
  * client that stalls). Other bounds: the window, FIN/RST, a sequence gap. */
 const volatile __u64 gw_body_wait_ns = 1000000000ULL;
+/* Test only: 1 runs every byte through the one-byte state machines, never a
+ * multi-byte step. That path is the reference the multi-byte steps must
+ * match exactly (sensor/tests/kernel_parser.rs compares the two). */
+const volatile __u8 gw_byte_path_only = 0;
+/* Seed of gw_hdr_hash; userspace picks it with the table's layout. */
+const volatile __u64 gw_hdr_seed = 0;
 
 static __always_inline void gw_count(__u32 idx)
 {
@@ -466,6 +472,68 @@ static __always_inline void gw_query_end(struct gw_work *w)
 	w->ps.in_query = 0;
 }
 
+/* Unaligned 8-byte load (x86-64 and arm64 take them; the verifier allows
+ * them there). A memcpy of unknown alignment compiles to eight byte loads. */
+static __always_inline __u64 gw_ld8(const void *p)
+{
+	return *(const __u64 *)p;
+}
+
+/* The low k bytes, for 1 <= k <= 8, without a branch. */
+static __always_inline __u64 gw_mask1(__u32 k)
+{
+	return ~0ULL >> (64 - 8 * k);
+}
+
+/* Every store of a multi-byte step writes only the bytes it took (the rest
+ * zero): past a step's k bytes a word holds later bytes of the stream or
+ * stale chunk bytes of an earlier packet, which may be a credential, and
+ * the whole event record goes to the ring buffer. */
+static __always_inline void gw_st8(void *p, __u64 v)
+{
+	*(__u64 *)p = v;
+}
+
+#define GW_HDR_MUL 0x9e3779b97f4a7c15ULL
+
+/* Home slot of a header name: its four zero-padded words and its length,
+ * multiply-xor mixed; the top bits pick the slot. Mirrored by
+ * capture::headers::name_hash (a kernel test checks that every configured
+ * name is found). */
+static __always_inline __u32 gw_hdr_hash(__u64 w0, __u64 w1, __u64 w2, __u64 w3, __u32 len)
+{
+	__u64 h = gw_hdr_seed ^ len;
+
+	h = (h ^ w0) * GW_HDR_MUL;
+	h = (h ^ (h >> 29) ^ w1) * GW_HDR_MUL;
+	h = (h ^ (h >> 29) ^ w2) * GW_HDR_MUL;
+	h = (h ^ (h >> 29) ^ w3) * GW_HDR_MUL;
+	return h >> 57; /* log2(GW_HDR_TABLE) top bits */
+}
+
+/* The table entry of the header name just read, or NULL. */
+static __always_inline struct gw_hdr_info *gw_hdr_find(struct gw_parse_state *ps)
+{
+	__u64 w0 = gw_ld8(&ps->name.name[0]), w1 = gw_ld8(&ps->name.name[8]);
+	__u64 w2 = gw_ld8(&ps->name.name[16]), w3 = gw_ld8(&ps->name.name[24]);
+	__u32 h = gw_hdr_hash(w0, w1, w2, w3, ps->name_len);
+	int i;
+
+#pragma unroll
+	for (i = 0; i < GW_HDR_PROBES; i++) {
+		__u32 idx = (h + i) & (GW_HDR_TABLE - 1);
+		struct gw_hdr_slot *s = bpf_map_lookup_elem(&gw_hdr_table, &idx);
+
+		if (!s || !s->len)
+			return 0;
+		if (s->len == ps->name_len && gw_ld8(&s->name.name[0]) == w0 &&
+		    gw_ld8(&s->name.name[8]) == w1 && gw_ld8(&s->name.name[16]) == w2 &&
+		    gw_ld8(&s->name.name[24]) == w3)
+			return &s->info;
+	}
+	return 0;
+}
+
 /* Called at a header's colon: look the name up in the configured table. */
 static __always_inline void gw_header_name_done(struct gw_work *w)
 {
@@ -476,7 +544,7 @@ static __always_inline void gw_header_name_done(struct gw_work *w)
 
 	if (ps->name_len == 0 || ps->name_len > GW_HDR_NAME_LEN)
 		return;
-	hi = bpf_map_lookup_elem(&gw_hdr_names, &ps->name);
+	hi = gw_hdr_find(ps);
 	if (!hi)
 		return;
 	ps->cur_slot = hi->slot;
@@ -1328,113 +1396,537 @@ static __always_inline void gw_body_scan_abandon(struct gw_work *w)
 
 #define GW_ONES 0x0101010101010101ULL
 #define GW_HIGHS 0x8080808080808080ULL
-/* Per byte of a little-endian word: high bit set where the byte is zero /
- * below n (n <= 128). Exact as to whether any byte qualifies. */
-#define GW_HAS_ZERO(x) (((x) - GW_ONES) & ~(x) & GW_HIGHS)
+#define GW_LOWS 0x7f7f7f7f7f7f7f7fULL
+/* Per byte of a little-endian word: high bit set where the byte is below n
+ * (n <= 128). A borrow can flag bytes above the first one below n, never
+ * below it: the lowest flag is exact, and only the lowest is ever used. */
 #define GW_HAS_LESS(x, n) (((x) - GW_ONES * (n)) & ~(x) & GW_HIGHS)
 
-/* Eight header-value bytes in one step (SWAR): taken only when the eight
- * bytes are all printable ASCII (no CR, LF, tab, control or non-ASCII byte,
- * which need the byte-at-a-time path) and nothing per-byte is pending (leading
- * whitespace, the auth scheme, Content-Length digits, the value bound, the
- * parse window). Returns 1 when it consumed the eight bytes, 0 to fall back.
- * Same result as eight gw_http_step calls; the kernel tests check both paths. */
-static __always_inline int gw_value_fast8(struct gw_work *w, __u8 *buf, __u32 pos)
+/* ---- Multi-byte steps ----
+ *
+ * Each takes the next k (1..8) bytes of the chunk in one step, where k runs
+ * up to the first byte that needs the byte path (a delimiter, a control or
+ * non-ASCII byte, a state change). The result is exactly that of k calls of
+ * gw_http_step / gw_body_step: sensor/tests/kernel_parser.rs runs the byte
+ * path (gw_byte_path_only) against this one on a corpus split at every
+ * offset. */
+
+/* Exact per byte: high bit set where the byte equals c. */
+static __always_inline __u64 gw_eq8(__u64 x, __u8 c)
+{
+	__u64 y = x ^ (GW_ONES * c);
+
+	return ~(((y & GW_LOWS) + GW_LOWS) | y) & GW_HIGHS;
+}
+
+static __always_inline __u64 gw_ws8(__u64 x)
+{
+	return gw_eq8(x, ' ') | gw_eq8(x, '\t') | gw_eq8(x, '\r') | gw_eq8(x, '\n');
+}
+
+/* Index of the lowest flagged byte (high bit set), 8 when none; at most max. */
+static __always_inline __u32 gw_first8(__u64 flags, __u32 max)
+{
+	__u64 below;
+	__u32 k = 8;
+
+	if (flags) {
+		below = ((flags & (~flags + 1)) >> 7) - 1; /* 0xff in each byte below it */
+		k = ((below & GW_ONES) * GW_ONES) >> 56;
+	}
+	return k < max ? k : max;
+}
+
+/* 'A'..'Z' -> 'a'..'z', per byte. Bytes >= 0x80 may disturb the bytes above
+ * them, never those below: callers keep only bytes below the first such. */
+static __always_inline __u64 gw_lower8(__u64 v)
+{
+	__u64 upper = (v + GW_ONES * (0x80 - 'A')) & ~(v + GW_ONES * (0x80 - 'Z' - 1)) & GW_HIGHS;
+
+	return v | (upper >> 2);
+}
+
+/* gw_acc8 of the k (1..8) low bytes of v. */
+static __always_inline void gw_acc8k(__u64 *acc, __u8 *len, __u64 v, __u32 k)
+{
+	__u32 n = *len;
+
+	if (n < 8)
+		*acc |= (v & gw_mask(k < 8 - n ? k : 8 - n)) << (8 * n);
+	n += k;
+	*len = n > 9 ? 9 : n;
+}
+
+/* An MCP session id's bytes: gw_sess_byte of the k low bytes of v. */
+static __always_inline void gw_sess_bytes(struct gw_work *w, __u64 v, __u32 k)
+{
+	struct gw_mcp_sess *ms = &w->ev.mcp_sess;
+	int i;
+
+	if (!w->ps.sess_active)
+		return;
+	gw_siphash_bytes(&w->ps.sip, v, k);
+	ms->len += k;
+#pragma unroll
+	for (i = 0; i < 8; i++) {
+		__u8 b = v >> (8 * i);
+
+		if (i >= k)
+			break;
+		ms->seen[(b >> 6) & 3] |= 1ULL << (b & 63);
+		if (b < 0x21 || b > 0x7e)
+			ms->outside_visible = 1;
+	}
+}
+
+/* Content-Type's first 16 bytes, lower-cased: the k low bytes of v. */
+static __always_inline void gw_ctype_bytes(struct gw_parse_state *ps, __u64 v, __u32 k)
+{
+	__u32 n = ps->ct_len, take, off;
+	__u64 lv;
+
+	if (n >= 16)
+		return;
+	take = k < 16 - n ? k : 16 - n;
+	lv = gw_lower8(v) & gw_mask(take);
+	off = n & 7;
+	if (n < 8) {
+		ps->ctype[0] |= lv << (8 * off);
+		if (off && off + take > 8)
+			ps->ctype[1] |= lv >> (8 * (8 - off));
+	} else {
+		ps->ctype[1] |= lv << (8 * off);
+	}
+	ps->ct_len = n + take;
+}
+
+/* A credential value's first bytes, up to and with the space that ends an
+ * auth scheme: hashed, and (lower-cased) the scheme's first 8 bytes kept, as
+ * gw_value_byte does for them (for every credential header; only
+ * Authorization and Proxy-Authorization report the scheme). */
+static __always_inline __u32 gw_scheme_fast(struct gw_work *w, __u64 v, __u32 avail)
 {
 	struct gw_parse_state *ps = &w->ps;
-	__u8 slot = ps->cur_slot;
-	__u64 v;
+	__u32 k, all;
 
-	if (ps->state != GW_S_VALUE || !ps->val_started || pos > GW_CHUNK - 8)
+	k = gw_first8(GW_HAS_LESS(v, 0x20) | (v & GW_HIGHS) | gw_eq8(v, ' '), avail);
+	all = k;
+	if (k < avail && ((v >> (8 * k)) & 0xff) == ' ')
+		all = k + 1; /* the space: the scheme is done */
+	if (!all)
 		return 0;
-	if (ps->bytes + 8 > gw_parse_window)
+	if (k)
+		gw_acc8k(&ps->scheme, &ps->scheme_len, gw_lower8(v), k);
+	if (all > k)
+		ps->scheme_done = 1;
+	ps->val_started = 1;
+	gw_siphash_bytes(&ps->sip, v, all);
+	ps->val_total += all;
+	ps->bytes += all;
+	return all;
+}
+
+/* A query parameter name's first 16 bytes: the k low bytes of v, as
+ * gw_query_byte keeps them (the length counts to 17 and stops). */
+static __always_inline void gw_qname_bytes(struct gw_parse_state *ps, __u64 v, __u32 k)
+{
+	__u32 n = ps->qname_len, take, off;
+	__u64 lv;
+
+	if (n < 16) {
+		take = k < 16 - n ? k : 16 - n;
+		lv = v & gw_mask(take);
+		off = n & 7;
+		if (n < 8) {
+			ps->qname[0] |= lv << (8 * off);
+			if (off && off + take > 8)
+				ps->qname[1] |= lv >> (8 * (8 - off));
+		} else {
+			ps->qname[1] |= lv << (8 * off);
+		}
+	}
+	n += k;
+	ps->qname_len = n > 17 ? 17 : n;
+}
+
+/* Header value bytes, up to the first CR, LF, tab, control or non-ASCII byte.
+ * The byte path keeps Content-Length digits, the Authorization scheme and the
+ * last bytes before the copy bound. */
+static __always_inline __u32 gw_value_fast(struct gw_work *w, __u64 v, __u32 avail)
+{
+	struct gw_parse_state *ps = &w->ps;
+	__u8 slot = ps->cur_slot, sp = ps->cur_special;
+	struct gw_hdr_value *hv = 0;
+	__u32 k;
+
+	if (sp == GW_HS_CONTENT_LENGTH)
 		return 0;
-	if (ps->cur_special == GW_HS_CONTENT_LENGTH || ps->cur_special == GW_HS_MCP_SESSION ||
-	    (ps->cur_special == GW_HS_CONTENT_TYPE && ps->ct_len < 16))
+	if (sp == GW_HS_CRED && !ps->scheme_done)
+		return gw_scheme_fast(w, v, avail);
+	k = gw_first8(GW_HAS_LESS(v, 0x20) | (v & GW_HIGHS), avail);
+	if (!k)
 		return 0;
-	/* the auth scheme is read byte by byte up to its space; other credentials have none */
-	if (ps->cur_special == GW_HS_CRED && !ps->scheme_done &&
-	    (ps->cur_cred == GW_CRED_AUTHORIZATION || ps->cur_cred == GW_CRED_PROXY_AUTHORIZATION))
-		return 0;
-	__builtin_memcpy(&v, &buf[pos], 8);
-	/* any byte < 0x20, or any byte >= 0x80 */
-	if (GW_HAS_LESS(v, 0x20) | (v & GW_HIGHS))
-		return 0;
-	if (ps->cur_special == GW_HS_CRED) {
-		gw_siphash_word(&ps->sip, v);
-	} else if (slot < GW_HDR_SLOTS) {
-		struct gw_hdr_value *hv = &w->ev.hdrs[slot];
+	if (slot < GW_HDR_SLOTS) {
+		hv = &w->ev.hdrs[slot];
+		if (hv->len > GW_HDR_VALUE_LEN - 8 && hv->len < GW_HDR_VALUE_LEN)
+			return 0;
+	}
+	ps->val_started = 1;
+	if (sp == GW_HS_CRED)
+		gw_siphash_bytes(&ps->sip, v, k);
+	else if (sp == GW_HS_MCP_SESSION)
+		gw_sess_bytes(w, v, k);
+	else if (sp == GW_HS_CONTENT_TYPE)
+		gw_ctype_bytes(ps, v, k);
+	if (hv) {
 		__u8 n = hv->len;
 
 		if (n <= GW_HDR_VALUE_LEN - 8) {
-			__builtin_memcpy(&hv->value[n & (GW_HDR_VALUE_LEN - 1)], &v, 8);
-			hv->len = n + 8;
-		} else if (n < GW_HDR_VALUE_LEN) {
-			return 0; /* the byte path fills the last few bytes and flags the cut */
+			/* only the k bytes taken: the rest of the word may be
+			 * stale chunk bytes of another packet (see gw_st8) */
+			gw_st8(&hv->value[n & (GW_HDR_VALUE_LEN - 1)], v & gw_mask1(k));
+			hv->len = n + k;
 		} else {
 			hv->truncated = 1;
 			w->ev.anomalies |= GW_AN_VALUE_TRUNCATED;
 		}
 	}
-	ps->bytes += 8;
-	ps->val_total += 8;
-	return 1;
+	ps->val_total += k;
+	ps->bytes += k;
+	return k;
 }
 
-/* Eight header-name bytes in one step: all token characters (no ':', space,
- * control, DEL or non-ASCII byte) and room for all eight in the name buffer.
- * They are lower-cased as the byte path does. Returns 1 when consumed. */
-static __always_inline int gw_name_fast8(struct gw_work *w, __u8 *buf, __u32 pos)
+/* Header name bytes, lower-cased (the name buffer stays zero past its
+ * length): token bytes only, no ':', space, control, DEL or non-ASCII byte
+ * (at a line start that also leaves CR, LF, SP and HTAB to the byte path). */
+static __always_inline __u32 gw_name_fast(struct gw_parse_state *ps, __u64 v, __u32 avail)
+{
+	__u32 k, n = ps->name_len;
+
+	if (n > GW_HDR_NAME_LEN - 8)
+		return 0;
+	k = gw_first8((v & GW_HIGHS) | GW_HAS_LESS(v, 0x21) | gw_eq8(v, ':') | gw_eq8(v, 0x7f), avail);
+	if (!k)
+		return 0;
+	v = gw_lower8(v) & gw_mask(k);
+	gw_st8(&ps->name.name[n & (GW_HDR_NAME_LEN - 1)], v);
+	ps->name_len = n + k;
+	ps->state = GW_S_NAME;
+	ps->bytes += k;
+	return k;
+}
+
+/* Header lines, in one step as far as the avail bytes go: the LF after a
+ * start line's CR, or the CRLF that ends a value, and the next name's first
+ * bytes; name bytes; the colon (the
+ * table lookup), leading OWS and the value's first bytes; value bytes. Each
+ * part is what the byte path does with those bytes. */
+static __always_inline __u32 gw_header_fast(struct gw_work *w, __u64 v, __u32 avail)
 {
 	struct gw_parse_state *ps = &w->ps;
-	__u8 n = ps->name_len;
-	__u64 v, upper;
+	__u32 k, total = 0;
 
-	if (ps->state != GW_S_NAME || pos > GW_CHUNK - 8 || n > GW_HDR_NAME_LEN - 8)
+	if (ps->state == GW_S_LINE_LF && (v & 0xff) == '\n') {
+		/* the LF of a start line's CRLF */
+		gw_header_begin(ps);
+		ps->state = GW_S_LINE_START;
+		ps->bytes += 1;
+		total = 1;
+		v >>= 8;
+		avail -= 1;
+	}
+	if (ps->state == GW_S_VALUE && avail >= 2 && (v & 0xffff) == ('\r' | ('\n' << 8))) {
+		gw_header_value_done(w, 0);
+		gw_header_begin(ps);
+		ps->state = GW_S_LINE_START;
+		ps->bytes += 2;
+		total = 2;
+		v >>= 16;
+		avail -= 2;
+	}
+	if (avail && (ps->state == GW_S_LINE_START || ps->state == GW_S_NAME)) {
+		k = gw_name_fast(ps, v, avail);
+		total += k;
+		if (k >= avail)
+			return total;
+		v >>= 8 * k;
+		avail -= k;
+	}
+	if (avail && ps->state == GW_S_NAME && (v & 0xff) == ':') {
+		gw_header_name_done(w);
+		ps->state = GW_S_VALUE;
+		ps->bytes += 1;
+		total += 1;
+		v >>= 8;
+		avail -= 1;
+	}
+	if (avail && ps->state == GW_S_VALUE && !ps->val_started) {
+		/* leading OWS */
+		k = gw_first8(~(gw_eq8(v, ' ') | gw_eq8(v, '\t')) & GW_HIGHS, avail);
+		ps->bytes += k;
+		total += k;
+		if (k >= avail)
+			return total;
+		v >>= 8 * k;
+		avail -= k;
+	}
+	if (avail && ps->state == GW_S_VALUE)
+		total += gw_value_fast(w, v, avail);
+	return total;
+}
+
+/* Header block bytes: request target, version, reason phrase, header names,
+ * leading whitespace of values, values. Returns the bytes taken (0: none). */
+static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avail)
+{
+	struct gw_parse_state *ps = &w->ps;
+	struct gw_http_event *ev = &w->ev;
+	__u64 stop;
+	__u32 k, n;
+
+	/* the byte that meets the window goes the byte path, which flags it */
+	if (ps->bytes >= gw_parse_window)
 		return 0;
-	if (ps->bytes + 8 > gw_parse_window)
+	if (avail > gw_parse_window - ps->bytes)
+		avail = gw_parse_window - ps->bytes;
+
+	switch (ps->state) {
+	case GW_S_METHOD:
+		n = ev->method_len;
+		if (n > GW_METHOD_LEN - 8)
+			return 0;
+		/* upper-case letters, '-' and '_' (the digits, '/' and '.' of
+		 * "HTTP/1.x", and the space, go the byte path) */
+		k = gw_first8(~((v + GW_ONES * (0x80 - 'A')) & ~(v + GW_ONES * (0x80 - 'Z' - 1)) |
+				gw_eq8(v, '-') | gw_eq8(v, '_')) &
+				      GW_HIGHS,
+			      avail);
+		if (!k)
+			return 0;
+		gw_st8(&ev->method[n & (GW_METHOD_LEN - 1)], v & gw_mask1(k));
+		ev->method_len = n + k;
+		break;
+	case GW_S_PATH:
+		n = ev->path_len;
+		/* the first byte: '/' here, anything else the byte path checks */
+		if ((n == 0 && (v & 0xff) != '/') || n > GW_PATH_LEN - 8)
+			return 0;
+		stop = (v & GW_HIGHS) | GW_HAS_LESS(v, 0x21) | gw_eq8(v, '?');
+		if (ps->in_query) {
+			/* a query parameter's name or value; delimiters go the byte path */
+			stop |= gw_eq8(v, '&') | gw_eq8(v, '#') | gw_eq8(v, ';');
+			if (!ps->qval)
+				stop |= gw_eq8(v, '=');
+		}
+		k = gw_first8(stop, avail);
+		if (!k)
+			return 0;
+		if (ps->in_query) {
+			if (!ps->qval) {
+				gw_qname_bytes(ps, v, k);
+			} else if (ps->qval == 1) {
+				gw_sess_bytes(w, v, k); /* session_id: hashed, masked */
+				v = GW_ONES * '*';
+			} else if (ps->qval == 2) {
+				v = GW_ONES * '*'; /* access_token: masked */
+			}
+		}
+		gw_st8(&ev->path[n & (GW_PATH_LEN - 1)], v & gw_mask1(k));
+		ev->path_len = n + k;
+		break;
+	case GW_S_VERSION:
+		k = gw_first8(gw_eq8(v, '\r') | gw_eq8(v, '\n'), avail);
+		if (!k)
+			return 0;
+		gw_acc8k(&ps->version, &ps->ver_len, v, k);
+		break;
+	case GW_S_REASON:
+		k = gw_first8(gw_eq8(v, '\r') | gw_eq8(v, '\n'), avail);
+		break;
+	case GW_S_LINE_LF:
+	case GW_S_LINE_START:
+	case GW_S_NAME:
+	case GW_S_VALUE:
+		return gw_header_fast(w, v, avail);
+	default:
 		return 0;
-	__builtin_memcpy(&v, &buf[pos], 8);
-	if ((v & GW_HIGHS) | GW_HAS_LESS(v, 0x21) | GW_HAS_ZERO(v ^ (GW_ONES * ':')) |
-	    GW_HAS_ZERO(v ^ (GW_ONES * 0x7f)))
+	}
+	ps->bytes += k;
+	return k;
+}
+
+/* JSON body bytes that change nothing but the position: blanks (and commas
+ * where the tokenizer skips them), the inside of a string not being copied,
+ * of a key (its first 8 bytes kept), of a number or literal. Returns how
+ * many of the avail (1..8) low bytes of v were taken. */
+static __always_inline __u32 gw_json_skip(struct gw_parse_state *ps, __u64 v, __u32 avail)
+{
+	__u8 b = v; /* when the first byte stops the run, say so before any word math */
+	__u64 stop;
+	__u32 k;
+
+	switch (ps->jstate) {
+	case GW_J_STR:
+		if (ps->jcap || b == '"' || b == '\\')
+			return 0;
+		stop = gw_eq8(v, '"') | gw_eq8(v, '\\');
+		break;
+	case GW_J_KEY:
+		if (b == '"' || b == '\\')
+			return 0;
+		k = gw_first8(gw_eq8(v, '"') | gw_eq8(v, '\\'), avail);
+		if (k)
+			gw_acc8k(&ps->jk[0], &ps->jklen, v, k);
+		return k;
+	case GW_J_SCALAR:
+		if (gw_ws(b) || b == ',' || b == '}' || b == ']')
+			return 0;
+		stop = gw_ws8(v) | gw_eq8(v, ',') | gw_eq8(v, '}') | gw_eq8(v, ']');
+		break;
+	case GW_J_START:
+	case GW_J_COLON:
+	case GW_J_AFTER:
+		if (!gw_ws(b))
+			return 0;
+		stop = ~gw_ws8(v) & GW_HIGHS;
+		break;
+	case GW_J_KEY_OR_END:
+	case GW_J_VALUE:
+		if (!gw_ws(b) && b != ',')
+			return 0;
+		stop = ~(gw_ws8(v) | gw_eq8(v, ',')) & GW_HIGHS;
+		break;
+	default:
 		return 0;
-	/* 'A'..'Z' -> 'a'..'z': bytes >= 'A' and not > 'Z' get 0x20 added */
-	upper = (v + GW_ONES * (0x80 - 'A')) & ~(v + GW_ONES * (0x80 - 'Z' - 1)) & GW_HIGHS;
-	v |= upper >> 2;
-	__builtin_memcpy(&ps->name.name[n & (GW_HDR_NAME_LEN - 1)], &v, 8);
-	ps->name_len = n + 8;
-	ps->bytes += 8;
-	return 1;
+	}
+	return gw_first8(stop, avail);
+}
+
+#define GW_STEP_END 0x10000 /* gw_step: the message ended, or no byte is left */
+#define GW_STEPS_PER_CB 16
+#define GW_BODY_RUN 64
+
+/* One token of a body run at chunk offset p, at most room bytes: a
+ * gw_json_skip run, else one byte through gw_json_step. Returns the bytes
+ * taken (0: none, the chunk's last bytes go gw_step's byte path), with
+ * GW_STEP_END set when the scan decided. Global: verified once. */
+__noinline int gw_body_tok(struct gw_work *w, struct gw_chunk *ch, __u64 p, __u64 room)
+{
+	__u32 k;
+
+	if (!w || !ch || !room || p > GW_CHUNK - 8)
+		return 0;
+	k = gw_json_skip(&w->ps, gw_ld8(&ch->b[p]), room > 8 ? 8 : room);
+	if (k)
+		return k;
+	return gw_json_step(w, ch->b[p]) ? 1 | GW_STEP_END : 1;
+}
+
+/* A run of JSON body bytes in one call (up to GW_BODY_RUN tokens), stopping
+ * short of the byte that meets the scan window or the body's end, so that
+ * gw_body_step's window, length and counting bookkeeping is done once for
+ * the run with the same result. Returns the bytes taken (GW_STEP_END set
+ * when the scan decided); 0 for chunked and SSE bodies, which go byte by
+ * byte through gw_body_step. Global: verified once. */
+__noinline int gw_body_run(struct gw_work *w, struct gw_chunk *ch, __u64 pos, __u64 len)
+{
+	struct gw_parse_state *ps;
+	struct gw_mcp_body *m;
+	__u64 limit, n = 0;
+	int i, r, done = 0;
+
+	if (!w || !ch || pos >= len || pos >= GW_CHUNK)
+		return 0;
+	ps = &w->ps;
+	m = &w->ev.mcp;
+	if (ps->jchunked || (ps->ct_kind == GW_CT_SSE && w->ev.is_response))
+		return 0;
+	if (m->scanned + 1 >= gw_body_scan_window)
+		return 0;
+	limit = len - pos;
+	if (limit > gw_body_scan_window - 1 - m->scanned)
+		limit = gw_body_scan_window - 1 - m->scanned;
+	if (ps->jbody_cl) {
+		if (ps->body_remaining <= 1)
+			return 0;
+		if (limit > ps->body_remaining - 1)
+			limit = ps->body_remaining - 1;
+	}
+	for (i = 0; i < GW_BODY_RUN && n < limit; i++) {
+		r = gw_body_tok(w, ch, pos + n, limit - n);
+		if (!r)
+			break;
+		n += r & 0xff;
+		if (r & GW_STEP_END) {
+			done = 1;
+			break;
+		}
+	}
+	if (ps->jbody_cl)
+		ps->body_remaining -= n;
+	m->scanned += n;
+	if (done) {
+		ps->state = GW_S_SCANNED;
+		return n | GW_STEP_END;
+	}
+	return n;
 }
 
 /* bpf_loop context: the work area and the chunk of bytes being fed. */
 struct gw_feed_ctx {
 	struct gw_work *w;
-	__u8 *buf;
-	__u32 consumed; /* bytes of buf taken so far */
-	__u32 len; /* bytes in buf */
+	struct gw_chunk *ch;
+	__u32 consumed; /* bytes of the chunk taken so far */
+	__u32 len; /* bytes in the chunk */
 };
 
-/* One parse step: eight value bytes when the fast path allows, else one byte.
- * Callers run bpf_loop for len iterations; the loop stops early once every
- * byte is consumed or the message ended. */
+/* One parse step at pos: a run of bytes when a multi-byte step applies, else
+ * one byte through the state machines. Returns the bytes taken, with
+ * GW_STEP_END set when the message ended. Global: verified once. */
+__noinline int gw_step(struct gw_work *w, struct gw_chunk *ch, __u64 pos, __u64 len)
+{
+	__u64 p;
+	__u32 avail, k;
+	__u64 v;
+	__u8 b;
+
+	if (!w || !ch || pos >= len || pos >= GW_CHUNK)
+		return GW_STEP_END;
+	p = pos & (GW_CHUNK - 1);
+	if (!gw_byte_path_only && p <= GW_CHUNK - 8) {
+		avail = len - pos;
+		if (avail > 8)
+			avail = 8;
+		/* bytes past len are stale: never more than avail are taken */
+		v = gw_ld8(&ch->b[p]);
+		if (w->ps.state == GW_S_JBODY)
+			k = gw_body_run(w, ch, pos, len);
+		else
+			k = gw_http_fast(w, v, avail);
+		if (k)
+			return k;
+	}
+	b = ch->b[p];
+	if (w->ps.state == GW_S_JBODY)
+		return gw_body_step(w, b) ? 1 | GW_STEP_END : 1;
+	return gw_http_step(w, b) ? 1 | GW_STEP_END : 1;
+}
+
+/* Up to GW_STEPS_PER_CB steps per bpf_loop iteration. Callers run bpf_loop
+ * for len iterations; it stops once every byte is consumed or the message
+ * ended. */
 static long gw_feed_cb(__u64 idx, void *data)
 {
 	struct gw_feed_ctx *c = data;
-	struct gw_work *w = c->w;
-	__u8 *buf = c->buf;
-	__u32 pos = c->consumed;
+	int i, r;
 
-	if (!w || !buf || pos >= c->len || pos >= GW_CHUNK)
-		return 1;
-	if (pos + 8 <= c->len && (gw_value_fast8(w, buf, pos) || gw_name_fast8(w, buf, pos))) {
-		c->consumed = pos + 8;
-		return 0;
+	for (i = 0; i < GW_STEPS_PER_CB; i++) {
+		r = gw_step(c->w, c->ch, c->consumed, c->len);
+		c->consumed += r & 0xffff;
+		if (r & GW_STEP_END)
+			return 1;
 	}
-	c->consumed = pos + 1;
-	if (w->ps.state == GW_S_JBODY)
-		return gw_body_step(w, buf[pos & (GW_CHUNK - 1)]) ? 1 : 0;
-	return gw_http_step(w, buf[pos & (GW_CHUNK - 1)]);
+	return 0;
 }
 
 /* Finish an aborted or completed message before it is emitted. */

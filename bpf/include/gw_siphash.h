@@ -67,6 +67,31 @@ static __always_inline void gw_siphash_word(struct gw_siphash *s, __u64 v)
 		s->m = 0;
 }
 
+/* The k (1..8) low bytes of v: the same result as k gw_siphash_byte calls. */
+static __always_inline void gw_siphash_bytes(struct gw_siphash *s, __u64 v, __u32 k)
+{
+	__u32 r = s->len & 7;
+	__u64 m;
+
+	if (k >= 8) {
+		gw_siphash_word(s, v);
+		return;
+	}
+	v &= (1ULL << (8 * k)) - 1;
+	s->len += k;
+	if (r + k < 8) {
+		s->m |= v << (8 * r);
+		return;
+	}
+	/* a block completes; r > 0 since k < 8 */
+	m = s->m | (v << (8 * r));
+	s->v3 ^= m;
+	GW_SIPROUND(s);
+	GW_SIPROUND(s);
+	s->v0 ^= m;
+	s->m = v >> (64 - 8 * r);
+}
+
 static __always_inline __u64 gw_siphash_final(struct gw_siphash *s)
 {
 	__u64 b = (((__u64)s->len) << 56) | s->m;

@@ -52,7 +52,24 @@ fn main() {
         "POST /mcp HTTP/1.1\r\nHost: mcp.example\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: 0f3c9e1a77b24d0e9a513c1f2e7d8b90\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\n\r\n{call}",
         call.len()
     );
-    let cases: [(&str, Vec<u8>); 5] = [
+    // What the load bench's nginx sends back: a 200 with a ~600-byte JSON
+    // body. Content-Type JSON, so the kernel scans up to gw_body_scan_window.
+    let mut items = Vec::new();
+    for i in 1..=10 {
+        items.push(format!(
+            r#"{{"id":{i},"name":"item-{i:03}","price":{}.99,"tags":["a","b"]}}"#,
+            i * 3
+        ));
+    }
+    let json = format!(
+        r#"{{"status":"ok","count":10,"items":[{}]}}"#,
+        items.join(",")
+    );
+    let nginx = format!(
+        "HTTP/1.1 200 OK\r\nServer: nginx/1.24.0\r\nDate: Tue, 01 Dec 2026 13:00:00 GMT\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{json}",
+        json.len()
+    );
+    let cases: [(&str, Vec<u8>); 6] = [
         ("SYN (L4 counters)", syn),
         (
             "non-HTTP TCP (TLS record)",
@@ -74,6 +91,10 @@ fn main() {
             "MCP tools/call (JSON body)",
             common::v4(&flow, 1, mcp.as_bytes()),
         ),
+        (
+            "nginx 200 JSON response",
+            common::v4(&flow, 1, nginx.as_bytes()),
+        ),
     ];
     let repeat = 200_000;
     println!("{:<32} {:>8} {:>12}", "packet", "bytes", "ns/packet");
@@ -90,4 +111,15 @@ fn main() {
         "ring buffer drops during the bench: {}",
         c.get("ringbuf_drops")
     );
+    // What the verifier spent on each program (newest load of each name: ours).
+    let mut newest = std::collections::BTreeMap::new();
+    for info in libbpf_rs::query::ProgInfoIter::default() {
+        let name = info.name.to_string_lossy().into_owned();
+        if name.starts_with("gw_tc_") {
+            newest.insert(name, (info.id, info.verified_insns));
+        }
+    }
+    for (name, (_, insns)) in newest {
+        println!("verifier: {name}: {insns} instructions processed");
+    }
 }

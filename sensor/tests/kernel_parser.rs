@@ -911,3 +911,338 @@ fn a_reset_from_the_client_releases_a_reply_waiting_for_its_body() {
     assert_eq!(http(&evs[0]).status, Some(200));
     assert_eq!(mcp(&evs[0]).body_scan, "ended");
 }
+
+/// The messages the fast-path/byte-path comparison runs: every header and
+/// body shape the multi-byte steps have a case for, and some they must refuse.
+fn differential_corpus() -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut add = |name: &str, bytes: Vec<u8>| out.push((name.to_string(), bytes));
+    let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
+    let mut get12 = String::from(
+        "GET /api/v1/orders/12345?expand=items&session_id=s3cr3t-77&access_token=tok HTTP/1.1\r\n",
+    );
+    for h in [
+        "Host: api.example.com",
+        "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+        "Accept: application/json",
+        "Accept-Encoding: gzip, deflate, br",
+        "X-Request-Id: 7b0c9c8e-5f7e-4a7b-9a37-2f1f0c1d2e3f",
+        "X-Forwarded-For: 203.0.113.7",
+        "Origin: https://app.example.com",
+        "Content-Type: application/json",
+    ] {
+        get12.push_str(h);
+        get12.push_str("\r\n");
+    }
+    add("get", format!("{get12}\r\n").into_bytes());
+    // Every credential header and scheme, odd spacing and case included.
+    for (i, v) in [
+        format!("Bearer {jwt}"),
+        "Basic dXNlcjpwYXNzd29yZA==".to_string(),
+        "Digest username=\"u\", realm=\"r\", nonce=\"abc\"".to_string(),
+        "Negotiate YIIGhgYGKwYBBQUCoIIGejCCBnag".to_string(),
+        "NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAGAbEdAAAADw==".to_string(),
+        "bearer   spaced-out-token-value-here".to_string(),
+        "BEARERnospace0123456789abcdef".to_string(),
+        "Bear".to_string(),
+        "x".to_string(),
+        "VeryLongSchemeName0123 tail".to_string(),
+        "\t  Bearer leading-ws".to_string(),
+        String::new(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        add(
+            &format!("creds {i}"),
+            format!(
+                "POST /login HTTP/1.1\r\nHost: h\r\nAuthorization: {v}\r\nProxy-Authorization: {v}\r\nCookie: sid={jwt}; theme=dark\r\nSet-Cookie: a=b\r\nX-Api-Key: {v}\r\nMcp-Session-Id: {v}\r\n\r\n"
+            )
+            .into_bytes(),
+        );
+    }
+    // Many headers, long values, names near and past the name bound.
+    let mut many = String::from("GET / HTTP/1.1\r\n");
+    for i in 0..30 {
+        many.push_str(&format!(
+            "X-Custom-Header-{i}: value-{}\r\n",
+            "v".repeat(i * 2)
+        ));
+    }
+    many.push_str(&format!("User-Agent: {}\r\n", "U".repeat(300)));
+    many.push_str(&format!("{}: long-name\r\n", "N".repeat(31)));
+    many.push_str(&format!("{}: long-name\r\n", "N".repeat(32)));
+    many.push_str(&format!("{}: long-name\r\n", "N".repeat(33)));
+    many.push_str(&format!("{}: long-name\r\n", "N".repeat(70)));
+    many.push_str("MCP-Protocol-Version: 2025-06-18\r\nX-REQUEST-ID: upper\r\n\r\n");
+    add("many", many.into_bytes());
+    // Content-Length edge cases and other anomalies.
+    for (i, cl) in [
+        "Content-Length: 0",
+        "Content-Length: 5",
+        "Content-Length:5",
+        "Content-Length:    17   ",
+        "Content-Length: 1x",
+        "Content-Length: ",
+        "Content-Length: 99999999999999999999999",
+        "Content-Length: 5\r\nContent-Length: 5",
+        "Content-Length: 5\r\nTransfer-Encoding: chunked",
+        "Content-Length : 5",
+        "Content-Length: 5\r\n folded",
+        "Content-Length: 5\nHost: bare-lf",
+        "Host: a\rb",
+        "Host: tab\there",
+        "Host: caf\u{e9}",
+        "Host: ctl\u{1}byte",
+        "Host: one\r\nHost: two",
+        "NoColonHere",
+        ": empty-name",
+        "Content-Type: APPLICATION/JSON; charset=utf-8",
+        "Content-Type: text/event-stream",
+    ]
+    .iter()
+    .enumerate()
+    {
+        add(
+            &format!("edge {i}"),
+            format!("PUT /x HTTP/1.1\r\n{cl}\r\nX-Request-Id: r\r\n\r\nhello").into_bytes(),
+        );
+    }
+    for (i, start) in [
+        "GET / HTTP/1.0\r\n\r\n",
+        "GET /p?q HTTP/1.1\n\n",
+        "GET /path-without-version\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        "GET http://abs.example/x HTTP/1.1\r\n\r\n",
+        "BREW /pot HTTP/1.1\r\n\r\n",
+        "GET /p HTTP/2.0\r\n\r\n",
+        "GET /\u{ff} HTTP/1.1\r\n\r\n",
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.0 20 Short\r\n\r\n",
+        "HTTP/1.1 2000 Long\r\n\r\n",
+        "HTTP/1.1 200\r\n\r\n",
+        "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nHost: pipelined\r\n\r\n",
+        "GETX / HTTP/1.1\r\n\r\n",
+        "Gxx",
+        "GET /q?a=1&bb=22;ccc=333#frag?x=y HTTP/1.1\r\n\r\n",
+        "GET /q?session_id=first-id-0123456789&session_id=second&access_token=abcdefghijklmnopq&x=1 HTTP/1.1\r\n\r\n",
+        "GET /q?a-very-long-parameter-name-past-sixteen=v&exactly16bytes__=v&sixteen_bytes_17=w HTTP/1.1\r\n\r\n",
+        "GET /q?session_id=abc\u{e9}\u{1}def&access_token=t\tk&&=&?=? HTTP/1.1\r\n\r\n",
+        "GET /q?access_token=secret-token-value-0123456789 HTTP/1.1\r\nHost: h\r\n\r\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        add(&format!("start {i}"), start.as_bytes().to_vec());
+    }
+    // JSON bodies: escapes, nesting, whitespace, scalars, batches, windows.
+    let long = "L".repeat(300);
+    for (i, body) in [
+        CALL.to_string(),
+        r#"{"jsonrpc":"2.0","id":"a\"b\\","method":"tools/ca\u006cl","params":{"name":"x\\y\"z","deep":[[[{"a":[1,2,{"b":"\\\""}]}]]]}}"#.to_string(),
+        "{\n  \"jsonrpc\" : \"2.0\" ,\n\t\"id\" :\r\n 12 ,\n  \"method\":   \"initialize\",\n  \"params\" : { \"name\" : \"n\" }\n}\n".to_string(),
+        format!(r#"{{"note":"{long}","jsonrpc":"2.0","id":1,"method":"m"}}"#),
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{long}","params":{{"name":"{long}"}}}}"#),
+        r#"{"jsonrpc":"2.0","id":null,"result":{"ok":true,"n":-1.5e+3,"f":false,"list":[]}}"#.to_string(),
+        r#"[{"jsonrpc":"2.0","method":"a"},{"jsonrpc":"2.0","id":2,"method":"b"}]"#.to_string(),
+        r#"{"jsonrpcX":"2.0","idd":1,"methods":"no","paramsX":{"name":"no"}}"#.to_string(),
+        r#"{"params":{"uri":"file:///x","name":"second"},"method":"resources/read","id":3,"jsonrpc":"2.0"}"#.to_string(),
+        "{\"ctl\":\"a\u{1}b\u{7f}c\u{e9}\",\"method\":\"m\u{1}\u{e9}x\",\"jsonrpc\":\"2.0\",\"id\":1}".to_string(),
+        r#"{"a":{"b":{"c":{"d":{"e":{"f":{"g":{"h":{"i":{"j":[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]}}}}}}}}}}"#.to_string(),
+        r#"{"key\"esc":1,"k\\":"v","jsonrpc":"2.0","id":1,"result":0}"#.to_string(),
+        r#"{"jsonrpc":"2.0","id":1,"method":"m"} trailing"#.to_string(),
+        r#"{"jsonrpc":"2.0" "id":1}"#.to_string(),
+        r#"{"status":"ok","count":3,"items":[{"id":1,"name":"item-001","price":3.99,"tags":["a","b"]},{"id":2,"name":"item-002","price":6.99,"tags":["a","b"]}]}"#.to_string(),
+        "not json at all".to_string(),
+        String::new(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        add(&format!("json req {i}"), post_json("/mcp", "", body));
+        add(
+            &format!("json resp {i}"),
+            format!(
+                "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        );
+        let mut ch = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        ch.extend_from_slice(&chunked(body.as_bytes(), 7 + i));
+        add(&format!("json chunked {i}"), ch);
+    }
+    // A body longer than the scan window, with and without a length.
+    let mut items = Vec::new();
+    for i in 1..=14 {
+        items.push(format!(
+            r#"{{"id":{i},"name":"item-{i:03}","price":{}.99,"tags":["a","b"]}}"#,
+            i * 3
+        ));
+    }
+    let big = format!(r#"{{"status":"ok","items":[{}]}}"#, items.join(","));
+    add(
+        "nginx",
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{big}",
+            big.len()
+        )
+        .into_bytes(),
+    );
+    add(
+        "nginx no length",
+        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{big}").into_bytes(),
+    );
+    add(
+        "sse",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nevent: endpoint\r\ndata: /messages?session_id=abc123&x=1\r\n\r\n".to_vec(),
+    );
+    add(
+        "sse json",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n: comment\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n\n".to_vec(),
+    );
+    // Garbage: seeded pseudo-random bytes after plausible starts.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let alphabet = b"{}[]\":,\\ \t\r\nab01Ze-/?=&.;\x01\x7f\xc3";
+    for i in 0..12 {
+        let mut g = match i % 3 {
+            0 => b"GET /".to_vec(),
+            1 => b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 90\r\n\r\n".to_vec(),
+            _ => b"POST /mcp HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 90\r\n\r\n{\"jsonrpc\":".to_vec(),
+        };
+        for _ in 0..120 {
+            let r = rnd();
+            g.push(if i < 6 {
+                alphabet[(r % alphabet.len() as u64) as usize]
+            } else {
+                r as u8
+            });
+        }
+        add(&format!("garbage {i}"), g);
+    }
+    out
+}
+
+/// The multi-byte steps are an optimisation only: on every message of the
+/// corpus, whole and split into two segments at every offset, the fast
+/// parser emits exactly the events the one-byte-per-step parser emits
+/// (hashes included: the two probes share one key).
+#[test]
+fn fast_path_and_byte_path_give_identical_events() {
+    require_root!();
+    let fast = probe();
+    let cfg = CaptureConfig {
+        byte_path_only: true,
+        ..CaptureConfig::default()
+    };
+    let slow = Probe::load_sharing_key(&cfg, &fast).expect("loading the byte-path probe");
+    let mut n = 0u32;
+    let mut runs = 0usize;
+    let mut run = |frames: &[Vec<u8>], what: &str| {
+        let a = run_frames(&fast, frames).unwrap_or_else(|e| panic!("{what}: {e:#}"));
+        let b = run_frames(&slow, frames).unwrap_or_else(|e| panic!("{what}: {e:#}"));
+        let a = serde_json::to_string_pretty(&a).unwrap();
+        let b = serde_json::to_string_pretty(&b).unwrap();
+        assert_eq!(
+            a, b,
+            "{what}: fast path (left) and byte path (right) differ"
+        );
+        runs += 1;
+    };
+    for (name, msg) in differential_corpus() {
+        // A flow of its own for every run: no state carries over.
+        let mut flow_for = || {
+            n += 1;
+            Flow {
+                src: [10, (n >> 16) as u8, (n >> 8) as u8, n as u8],
+                ..FLOW
+            }
+        };
+        let f = flow_for();
+        run(&[v4(&f, 1, &msg)], &format!("{name} whole"));
+        for cut in 1..msg.len() {
+            let f = flow_for();
+            let frames = [v4(&f, 1, &msg[..cut]), v4(&f, 1 + cut as u32, &msg[cut..])];
+            run(&frames, &format!("{name} cut at {cut}"));
+        }
+        // Three segments, the middle one short.
+        for cut in (1..msg.len().saturating_sub(3)).step_by(5) {
+            let f = flow_for();
+            let frames = [
+                v4(&f, 1, &msg[..cut]),
+                v4(&f, 1 + cut as u32, &msg[cut..cut + 3]),
+                v4(&f, 4 + cut as u32, &msg[cut + 3..]),
+            ];
+            run(&frames, &format!("{name} cut at {cut}+3"));
+        }
+    }
+    assert!(runs > 1000, "only {runs} runs");
+}
+
+/// The kernel finds header names with a hash that userspace mirrors to place
+/// them (capture/headers.rs name_hash, gw_hdr_hash): every configured name,
+/// credential and check header is found, under several load seeds.
+#[test]
+fn every_configured_header_is_found_by_the_kernel() {
+    require_root!();
+    let names: Vec<String> = (0..12)
+        .map(|i| {
+            let base = format!("x-h{i}-");
+            // lengths 5..=32, up to the name bound
+            let len: usize = 5 + i * 27 / 11;
+            format!("{base}{}", "n".repeat(len.saturating_sub(base.len())))
+        })
+        .collect();
+    let cfg = CaptureConfig {
+        headers: names.clone(),
+        ..CaptureConfig::default()
+    };
+    for round in 0..6u16 {
+        let p = Probe::load(&cfg).expect("loading BPF programs");
+        let mut req = String::from("POST /x HTTP/1.1\r\n");
+        for (i, n) in names.iter().enumerate() {
+            // mixed case on the wire: names are matched lower-cased
+            req.push_str(&format!("{}: v{i}\r\n", n.to_ascii_uppercase()));
+        }
+        req.push_str("Host: h\r\nContent-Type: text/plain\r\nTransfer-Encoding: gzip\r\nContent-Length: 0\r\n");
+        for c in [
+            "Authorization",
+            "Proxy-Authorization",
+            "Cookie",
+            "Set-Cookie",
+            "X-Api-Key",
+        ] {
+            req.push_str(&format!("{c}: Basic c2VjcmV0\r\n"));
+        }
+        req.push_str("Mcp-Session-Id: abc\r\n\r\n");
+        let flow = Flow {
+            sport: 47000 + round,
+            ..FLOW
+        };
+        let evs = run_frames(&p, &[v4(&flow, 1, req.as_bytes())]).unwrap();
+        assert_eq!(evs.len(), 1);
+        let h = http(&evs[0]);
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(
+                h.headers.get(n).map(String::as_str),
+                Some(format!("v{i}").as_str()),
+                "{n}"
+            );
+        }
+        assert_eq!(h.credentials.len(), 5, "{:?}", h.credentials.keys());
+        assert!(h.mcp_session.is_some());
+        // Content-Length and Transfer-Encoding were both recognised.
+        assert!(
+            h.anomalies.iter().any(|a| a == "cl_and_te"),
+            "{:?}",
+            h.anomalies
+        );
+    }
+}

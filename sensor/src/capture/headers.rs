@@ -4,9 +4,17 @@
 
 use thiserror::Error;
 
-/// Mirrors `GW_HDR_SLOTS`, `GW_HDR_NAME_LEN` and `enum gw_hdr_special` in bpf/include/gw_events.h.
+/// Mirrors `GW_HDR_SLOTS`, `GW_HDR_NAME_LEN`, `GW_HDR_TABLE`, `GW_HDR_PROBES`
+/// and `enum gw_hdr_special` in bpf/include/gw_events.h.
 pub const HDR_SLOTS: usize = 12;
 pub const HDR_NAME_LEN: usize = 32;
+/// Slots of the kernel's open-addressing name table (`gw_hdr_table`).
+pub const HDR_TABLE: usize = 128;
+/// A name sits at most this many slots from its home slot (linear probing).
+pub const HDR_PROBES: usize = 4;
+/// Size of `struct gw_hdr_slot`: name, info, length, padding.
+pub const HDR_SLOT_SIZE: usize = HDR_NAME_LEN + 8;
+const HDR_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
 const HS_NONE: u8 = 0;
 const HS_CRED: u8 = 1;
 const HS_CONTENT_LENGTH: u8 = 2;
@@ -62,7 +70,7 @@ pub enum HeaderConfigError {
     Duplicate(String),
 }
 
-/// One entry of the kernel's `gw_hdr_names` map.
+/// One entry of the kernel's `gw_hdr_table` map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderEntry {
     pub name: String,
@@ -81,6 +89,35 @@ impl HeaderEntry {
     pub fn value_bytes(&self) -> [u8; 4] {
         [self.slot, self.special, self.cred, 0]
     }
+
+    /// The entry as a `struct gw_hdr_slot`: name, info, name length.
+    pub fn slot_bytes(&self) -> [u8; HDR_SLOT_SIZE] {
+        let mut b = [0u8; HDR_SLOT_SIZE];
+        b[..HDR_NAME_LEN].copy_from_slice(&self.key_bytes());
+        b[HDR_NAME_LEN..HDR_NAME_LEN + 4].copy_from_slice(&self.value_bytes());
+        b[HDR_NAME_LEN + 4] = self.name.len() as u8;
+        b
+    }
+}
+
+/// Home slot of a lower-case header name (at most `HDR_NAME_LEN` bytes) in
+/// the kernel's table: the same function as `gw_hdr_hash` in
+/// bpf/include/gw_http.h, over the name's four zero-padded little-endian
+/// words and its length.
+pub fn name_hash(name: &[u8], seed: u64) -> usize {
+    let mut key = [0u8; HDR_NAME_LEN];
+    key[..name.len()].copy_from_slice(name);
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&key[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(w)
+    };
+    let mut h = seed ^ name.len() as u64;
+    h = (h ^ word(0)).wrapping_mul(HDR_MUL);
+    for i in 1..4 {
+        h = (h ^ (h >> 29) ^ word(i)).wrapping_mul(HDR_MUL);
+    }
+    (h >> 57) as usize
 }
 
 /// The validated table plus the slot → name mapping userspace needs to decode events.
@@ -164,6 +201,23 @@ impl HeaderTable {
     }
 }
 
+impl HeaderTable {
+    /// Where each entry goes in the kernel's table under `seed`: slot →
+    /// index into `entries`. None when some name would sit more than
+    /// `HDR_PROBES` slots from its home (then another seed is tried).
+    pub fn layout(&self, seed: u64) -> Option<Vec<Option<usize>>> {
+        let mut slots = vec![None; HDR_TABLE];
+        for (i, e) in self.entries.iter().enumerate() {
+            let home = name_hash(e.name.as_bytes(), seed);
+            let at = (0..HDR_PROBES)
+                .map(|p| (home + p) % HDR_TABLE)
+                .find(|s| slots[*s].is_none())?;
+            slots[at] = Some(i);
+        }
+        Some(slots)
+    }
+}
+
 fn special_of(name: &str) -> u8 {
     match name {
         "content-length" => HS_CONTENT_LENGTH,
@@ -213,6 +267,73 @@ mod tests {
         );
         let many: Vec<String> = (0..13).map(|i| format!("x-h{i}")).collect();
         assert_eq!(HeaderTable::new(&many), Err(HeaderConfigError::TooMany(13)));
+    }
+
+    /// What the kernel does at a colon: probe from the home slot until the
+    /// name or an empty slot.
+    fn kernel_lookup<'a>(
+        t: &'a HeaderTable,
+        slots: &[Option<usize>],
+        name: &str,
+        seed: u64,
+    ) -> Option<&'a HeaderEntry> {
+        let home = name_hash(name.as_bytes(), seed);
+        for p in 0..HDR_PROBES {
+            let e = &t.entries[slots[(home + p) % HDR_TABLE]?];
+            if e.name == name {
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn every_name_is_found_within_the_probe_bound_and_others_are_not() {
+        let full: Vec<String> = (0..12)
+            .map(|i| format!("x-a-rather-long-header-name-{i:02}"))
+            .collect();
+        for copied in [DEFAULT_HEADERS.map(String::from).to_vec(), full] {
+            let t = HeaderTable::new(&copied).unwrap();
+            let mut placed = 0;
+            for seed in 0..200u64 {
+                let seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let Some(slots) = t.layout(seed) else {
+                    continue;
+                };
+                placed += 1;
+                assert_eq!(slots.iter().flatten().count(), t.entries.len());
+                for e in &t.entries {
+                    assert_eq!(kernel_lookup(&t, &slots, &e.name, seed), Some(e));
+                }
+                for other in ["accept", "x-a-rather-long-header-name-12", "hos", "hostt"] {
+                    assert_eq!(kernel_lookup(&t, &slots, other, seed), None);
+                }
+            }
+            // Almost every seed works: the loader never runs out of them.
+            assert!(placed > 150, "only {placed} of 200 seeds place the table");
+        }
+    }
+
+    /// That this hash is the kernel's is checked on a loaded program by
+    /// tests/kernel_parser.rs (every_configured_header_is_found_by_the_kernel).
+    #[test]
+    fn name_hash_stays_in_the_table_and_follows_the_seed() {
+        assert_eq!(slot_bytes_len(), HDR_SLOT_SIZE);
+        let a = name_hash(b"host", 0);
+        let b = name_hash(b"host", 1);
+        let c = name_hash(b"x-a-rather-long-header-name-0123", 0);
+        assert!(a < HDR_TABLE && b < HDR_TABLE && c < HDR_TABLE);
+        assert_ne!(
+            (0..64).map(|s| name_hash(b"host", s)).collect::<Vec<_>>(),
+            vec![a; 64],
+            "the seed moves names"
+        );
+    }
+
+    fn slot_bytes_len() -> usize {
+        HeaderTable::new(&["host"]).unwrap().entries[0]
+            .slot_bytes()
+            .len()
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub struct CaptureConfig {
     /// Flows whose header block or body spans segments, tracked at once (LRU).
     pub flow_table_size: u32,
     pub attach_mode: attach::AttachMode,
+    /// Test only: run the kernel parser one byte per step, never its
+    /// multi-byte steps. That path is the reference the fast paths are checked
+    /// against (tests/kernel_parser.rs); not settable from the config file.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub byte_path_only: bool,
 }
 
 impl Default for CaptureConfig {
@@ -61,6 +67,7 @@ impl Default for CaptureConfig {
             ringbuf_mb: 8,
             flow_table_size: 2048,
             attach_mode: attach::AttachMode::Auto,
+            byte_path_only: false,
         }
     }
 }
@@ -108,6 +115,11 @@ impl CaptureConfig {
     }
 }
 
+const _: () = assert!(
+    std::mem::size_of::<skel::types::gw_hdr_slot>() == headers::HDR_SLOT_SIZE,
+    "struct gw_hdr_slot and headers::HDR_SLOT_SIZE disagree"
+);
+
 /// The loaded kernel programs and maps. Dropping it unloads everything.
 pub struct Probe {
     pub skel: NetSkel<'static>,
@@ -122,7 +134,34 @@ impl Probe {
     }
 
     pub fn load_with(cfg: &CaptureConfig, l4cfg: &l4::L4Config) -> Result<Probe> {
+        Probe::load_inner(cfg, l4cfg, None)
+    }
+
+    /// Test only: load a second probe that hashes with `other`'s key (the key
+    /// map is shared, not copied), so two builds of the parser can be compared
+    /// event for event, hashes included.
+    #[doc(hidden)]
+    pub fn load_sharing_key(cfg: &CaptureConfig, other: &Probe) -> Result<Probe> {
+        Probe::load_inner(cfg, &l4::L4Config::default(), Some(other))
+    }
+
+    fn load_inner(
+        cfg: &CaptureConfig,
+        l4cfg: &l4::L4Config,
+        key_of: Option<&Probe>,
+    ) -> Result<Probe> {
         let table = cfg.validate()?;
+        // The name table's hash seed: fresh per load, so which names share a
+        // slot cannot be known in advance; one that places every name within
+        // the kernel's probe bound (nearly all do).
+        let (hdr_seed, hdr_slots) = (0..256)
+            .find_map(|_| {
+                let mut s = [0u8; 8];
+                getrandom::fill(&mut s).ok()?;
+                let seed = u64::from_ne_bytes(s);
+                table.layout(seed).map(|l| (seed, l))
+            })
+            .context("placing the header table: no seed fits")?;
         bump_memlock_rlimit();
         // The skeleton borrows its object for its whole life; the sensor loads
         // once per process, so a leaked box is the simple, honest lifetime.
@@ -142,6 +181,14 @@ impl Probe {
             ro.gw_l4_enabled = u8::from(l4cfg.enabled);
             ro.gw_l4_prefix_v4 = l4cfg.prefix_v4;
             ro.gw_l4_prefix_v6 = l4cfg.prefix_v6;
+            ro.gw_byte_path_only = u8::from(cfg.byte_path_only);
+            ro.gw_hdr_seed = hdr_seed;
+        }
+        if let Some(other) = key_of {
+            open.maps
+                .gw_hash_key
+                .reuse_fd(other.skel.maps.gw_hash_key.as_fd())
+                .context("sharing the hash key map")?;
         }
         open.maps
             .gw_l4
@@ -161,11 +208,21 @@ impl Probe {
             )
         })?;
 
-        for entry in &table.entries {
+        for (slot, entry) in hdr_slots.iter().enumerate() {
+            let Some(entry) = entry.map(|i| &table.entries[i]) else {
+                continue;
+            };
             skel.maps
-                .gw_hdr_names
-                .update(&entry.key_bytes(), &entry.value_bytes(), MapFlags::ANY)
+                .gw_hdr_table
+                .update(
+                    &(slot as u32).to_ne_bytes(),
+                    &entry.slot_bytes(),
+                    MapFlags::ANY,
+                )
                 .with_context(|| format!("writing header {:?} to the kernel table", entry.name))?;
+        }
+        if key_of.is_some() {
+            return Ok(Probe { skel, table }); // the key is the other probe's, already frozen
         }
         let mut key = [0u8; 16];
         getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("generating hash key: {e}"))?;

@@ -243,6 +243,8 @@ fn open_and_load(probe: &Probe, with_sock_tps: bool) -> Result<TlsSkel<'static>>
         ro.gw_parse_window = net_ro.gw_parse_window;
         ro.gw_body_scan_window = net_ro.gw_body_scan_window;
         ro.gw_body_wait_ns = net_ro.gw_body_wait_ns;
+        ro.gw_byte_path_only = net_ro.gw_byte_path_only;
+        ro.gw_hdr_seed = net_ro.gw_hdr_seed;
     }
     let net = &probe.skel.maps;
     open.maps
@@ -250,8 +252,8 @@ fn open_and_load(probe: &Probe, with_sock_tps: bool) -> Result<TlsSkel<'static>>
         .reuse_fd(net.gw_hash_key.as_fd())
         .context("sharing the hash key map")?;
     open.maps
-        .gw_hdr_names
-        .reuse_fd(net.gw_hdr_names.as_fd())
+        .gw_hdr_table
+        .reuse_fd(net.gw_hdr_table.as_fd())
         .context("sharing the header table")?;
     open.maps
         .gw_counters
