@@ -5,7 +5,7 @@ mod common;
 
 use std::hash::Hasher;
 
-use gatewatch::capture::replay::run_frames;
+use gatewatch::capture::replay::{run_frames, run_frames_raw};
 use gatewatch::capture::{CaptureConfig, Probe};
 use gatewatch::events::{Event, EventKind};
 use libbpf_rs::{MapCore, MapFlags};
@@ -1244,5 +1244,94 @@ fn every_configured_header_is_found_by_the_kernel() {
             "{:?}",
             h.anomalies
         );
+    }
+}
+
+/// The ring-buffer records themselves, not only the decoded events, must hold
+/// no byte of a credential or a masked query secret. The multi-byte steps load
+/// eight bytes at a time: a value that ends at the end of a packet is next to
+/// whatever an earlier packet left in the per-CPU chunk buffer, and a store
+/// wider than the bytes taken would carry those bytes out.
+#[test]
+fn ring_records_never_carry_secret_bytes_from_earlier_packets() {
+    require_root!();
+    // Stale bytes are per CPU: keep every test_run on one.
+    // SAFETY: a cpu_set_t on the stack, for the calling thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    let p = probe();
+    const SECRET: &str = "Qz7Kp2Vw9Xr4Ty6Nb3Lm8Hd5Gf1Sj0Ca";
+    // Each leaves the secret at other offsets of the chunk buffer; the body
+    // (a JSON string no rule may see) comes as its own segment, at offset 6.
+    let json_head =
+        "POST /mcp HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 72\r\n\r\n";
+    let json_body = format!("{{\"x\":\"{SECRET}{SECRET}\"}}");
+    let secret_packets = [
+        vec![format!("GET / HTTP/1.1\r\nCookie: {SECRET}\r\n\r\n")],
+        vec![format!(
+            "GET / HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\n\r\n"
+        )],
+        vec![json_head.to_string(), json_body],
+    ];
+    let segments = |f: &Flow, parts: &[String]| {
+        let mut seq = 1u32;
+        parts
+            .iter()
+            .map(|part| {
+                let frame = v4(f, seq, part.as_bytes());
+                seq += part.len() as u32;
+                frame
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut records = Vec::new();
+    let mut sport = 46000;
+    let mut flow = || {
+        sport += 1;
+        Flow { sport, ..FLOW }
+    };
+    for secret in &secret_packets {
+        for k in 1..=12 {
+            // Each packet ends inside a value, a name, a path or a method: the
+            // next bytes in the chunk buffer are the secret packet's.
+            let pad = "h".repeat(k);
+            let starts = [
+                format!("GET / HTTP/1.1\r\nHost: {pad}"),
+                format!("GET / HTTP/1.1\r\nUser-Agent: {pad}"),
+                format!("GET / HTTP/1.1\r\nX-Request-Id: {pad}"),
+                format!("GET / HTTP/1.1\r\nX-{pad}"),
+                format!("GET /{pad}"),
+                format!("GET /?access_token={pad}"),
+                "P".repeat(k),
+            ];
+            for start in starts {
+                let f = flow();
+                records.extend(run_frames_raw(&p, &segments(&f, secret)).unwrap());
+                let g = flow();
+                let head = start.as_bytes();
+                let mut frames = vec![v4(&g, 1, head)];
+                frames.push(v4(&g, 1 + head.len() as u32, b" HTTP/1.1\r\n\r\n"));
+                records.extend(run_frames_raw(&p, &frames).unwrap());
+            }
+        }
+    }
+    // The query secret is masked: its bytes must not be in any record either.
+    let masked =
+        format!("GET /x?access_token={SECRET}&session_id={SECRET} HTTP/1.1\r\nHost: h\r\n\r\n");
+    records.extend(run_frames_raw(&p, &[v4(&flow(), 1, masked.as_bytes())]).unwrap());
+    assert!(records.len() > 100, "only {} records", records.len());
+
+    let secret = SECRET.as_bytes();
+    for rec in &records {
+        for w in secret.windows(5) {
+            assert!(
+                !rec.windows(5).any(|r| r == w),
+                "a ring record carries secret bytes {:?}",
+                String::from_utf8_lossy(w)
+            );
+        }
     }
 }

@@ -324,9 +324,18 @@ pub fn replay(
 /// Run Ethernet frames through the program and return the events they produce,
 /// in order. Used by tests and benchmarks; frames must fit test_run's limit.
 pub fn run_frames(probe: &Probe, frames: &[Vec<u8>]) -> Result<Vec<Event>> {
-    let (ring, records) = collecting_ring(probe)?;
     let mut decoder = Decoder::new(probe.table.slot_names.clone(), CaptureSource::Replay);
-    let mut events = Vec::new();
+    run_frames_raw(probe, frames)?
+        .iter()
+        .map(|rec| Ok(decoder.decode(rec, Some(0))?))
+        .collect()
+}
+
+/// The ring-buffer records themselves, byte for byte, as userspace receives
+/// them before decoding: what tests search for secrets the kernel must not let out.
+pub fn run_frames_raw(probe: &Probe, frames: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+    let (ring, records) = collecting_ring(probe)?;
+    let mut out = Vec::new();
     for (i, frame) in frames.iter().enumerate() {
         let input = ProgramInput {
             data_in: Some(frame),
@@ -339,11 +348,9 @@ pub fn run_frames(probe: &Probe, frames: &[Vec<u8>]) -> Result<Vec<Event>> {
             .test_run(input)
             .with_context(|| format!("frame #{}: BPF_PROG_TEST_RUN", i + 1))?;
         ring.consume().context("reading ring buffer")?;
-        for rec in records.borrow_mut().drain(..) {
-            events.push(decoder.decode(&rec, Some(0))?);
-        }
+        out.extend(records.borrow_mut().drain(..));
     }
-    Ok(events)
+    Ok(out)
 }
 
 /// Time the program on one frame with test_run's repeat: average ns per run.
