@@ -233,11 +233,6 @@ mod tests {
 
     #[test]
     fn sensor_threads_yield_to_the_gateway_as_configured() {
-        let base = policy_and_nice_after(ThreadPriority {
-            nice: 0,
-            batch: false,
-        })
-        .1;
         assert_eq!(
             policy_and_nice_after(ThreadPriority {
                 nice: 10,
