@@ -1479,25 +1479,32 @@ static __always_inline void gw_sess_bytes(struct gw_work *w, __u64 v, __u32 k)
 	}
 }
 
-/* Content-Type's first 16 bytes, lower-cased: the k low bytes of v. */
-static __always_inline void gw_ctype_bytes(struct gw_parse_state *ps, __u64 v, __u32 k)
+/* Append up to 16 - n of the k low bytes of v to a 16-byte prefix buffer
+ * (two words, n bytes filled); returns how many were taken. */
+static __always_inline __u32 gw_put16(__u64 *acc, __u32 n, __u64 v, __u32 k)
 {
-	__u32 n = ps->ct_len, take, off;
+	__u32 take, off;
 	__u64 lv;
 
 	if (n >= 16)
-		return;
+		return 0;
 	take = k < 16 - n ? k : 16 - n;
-	lv = gw_lower8(v) & gw_mask(take);
+	lv = v & gw_mask(take);
 	off = n & 7;
 	if (n < 8) {
-		ps->ctype[0] |= lv << (8 * off);
+		acc[0] |= lv << (8 * off);
 		if (off && off + take > 8)
-			ps->ctype[1] |= lv >> (8 * (8 - off));
+			acc[1] |= lv >> (8 * (8 - off));
 	} else {
-		ps->ctype[1] |= lv << (8 * off);
+		acc[1] |= lv << (8 * off);
 	}
-	ps->ct_len = n + take;
+	return take;
+}
+
+/* Content-Type's first 16 bytes, lower-cased: the k low bytes of v. */
+static __always_inline void gw_ctype_bytes(struct gw_parse_state *ps, __u64 v, __u32 k)
+{
+	ps->ct_len += gw_put16(ps->ctype, ps->ct_len, gw_lower8(v), k);
 }
 
 /* A credential value's first bytes, up to and with the space that ends an
@@ -1530,21 +1537,9 @@ static __always_inline __u32 gw_scheme_fast(struct gw_work *w, __u64 v, __u32 av
  * gw_query_byte keeps them (the length counts to 17 and stops). */
 static __always_inline void gw_qname_bytes(struct gw_parse_state *ps, __u64 v, __u32 k)
 {
-	__u32 n = ps->qname_len, take, off;
-	__u64 lv;
+	__u32 n = ps->qname_len;
 
-	if (n < 16) {
-		take = k < 16 - n ? k : 16 - n;
-		lv = v & gw_mask(take);
-		off = n & 7;
-		if (n < 8) {
-			ps->qname[0] |= lv << (8 * off);
-			if (off && off + take > 8)
-				ps->qname[1] |= lv >> (8 * (8 - off));
-		} else {
-			ps->qname[1] |= lv << (8 * off);
-		}
-	}
+	gw_put16(ps->qname, n, v, k);
 	n += k;
 	ps->qname_len = n > 17 ? 17 : n;
 }
