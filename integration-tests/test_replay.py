@@ -149,8 +149,16 @@ def test_replay_matches_tshark(topo, httpd, tmp_path):
     assert big["http"]["segments"] >= 2 and "truncated" not in big["http"]["anomalies"]
     v6req = next(e for e in reqs if e["http"]["path"].startswith(f"/r/{tag}/7/"))
     assert v6req["src"]["ip"] == topo.cli6 and v6req["dst"] == {"ip": topo.srv6, "port": 8080}
+    # Every captured request has its response. tshark may start between a
+    # warm-up request and its response: that response is in the pcap alone,
+    # and the replay rightly reports it (on a flow with no captured request).
     resps = [e for e in events if e["kind"] == "http_response"]
-    assert len(resps) == len(reqs) and all(e["http"]["status"] == 200 for e in resps)
+    req_ports = {e["src"]["port"] for e in reqs}
+    answered = [e for e in resps if e["dst"]["port"] in req_ports]
+    orphans = [e for e in resps if e["dst"]["port"] not in req_ports]
+    assert len(answered) == len(reqs) and all(e["http"]["status"] == 200 for e in answered), \
+        (len(answered), len(reqs), [e["http"]["status"] for e in answered])
+    assert len(orphans) <= 1, orphans
     s = summary(r.stderr)
     assert s["replay"]["decode_errors"] == 0
     assert s["kernel"]["ringbuf_drops"] == 0
