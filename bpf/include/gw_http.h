@@ -229,9 +229,11 @@ static __always_inline void gw_count(__u32 idx)
 	((__u64)(a) | ((__u64)(b) << 8) | ((__u64)(c) << 16) | ((__u64)(d) << 24) |          \
 	 ((__u64)(e) << 32) | ((__u64)(f) << 40) | ((__u64)(g) << 48) | ((__u64)(h) << 56))
 
-static __always_inline __u64 gw_mask(int n)
+/* The low n bytes (0 <= n <= 8), without a branch: two shifts, so that
+ * n == 8 never shifts by 64. */
+static __always_inline __u64 gw_mask(__u32 n)
 {
-	return n >= 8 ? ~0ULL : ((1ULL << (8 * n)) - 1);
+	return ((1ULL << (4 * n)) << (4 * n)) - 1;
 }
 
 /* Whether a payload byte can begin a message: every method token and
@@ -477,12 +479,6 @@ static __always_inline void gw_query_end(struct gw_work *w)
 static __always_inline __u64 gw_ld8(const void *p)
 {
 	return *(const __u64 *)p;
-}
-
-/* The low k bytes, for 1 <= k <= 8, without a branch. */
-static __always_inline __u64 gw_mask1(__u32 k)
-{
-	return ~0ULL >> (64 - 8 * k);
 }
 
 /* Every store of a multi-byte step writes only the bytes it took (the rest
@@ -1437,13 +1433,18 @@ static __always_inline __u32 gw_first8(__u64 flags, __u32 max)
 	return k < max ? k : max;
 }
 
-/* 'A'..'Z' -> 'a'..'z', per byte. Bytes >= 0x80 may disturb the bytes above
- * them, never those below: callers keep only bytes below the first such. */
+/* High bit set in each byte that is 'A'..'Z'. Bytes >= 0x80 may disturb the
+ * bytes above them, never those below: callers keep only bytes below the
+ * first such. */
+static __always_inline __u64 gw_upper8(__u64 v)
+{
+	return (v + GW_ONES * (0x80 - 'A')) & ~(v + GW_ONES * (0x80 - 'Z' - 1)) & GW_HIGHS;
+}
+
+/* 'A'..'Z' -> 'a'..'z', per byte (see gw_upper8 for bytes >= 0x80). */
 static __always_inline __u64 gw_lower8(__u64 v)
 {
-	__u64 upper = (v + GW_ONES * (0x80 - 'A')) & ~(v + GW_ONES * (0x80 - 'Z' - 1)) & GW_HIGHS;
-
-	return v | (upper >> 2);
+	return v | (gw_upper8(v) >> 2);
 }
 
 /* gw_acc8 of the k (1..8) low bytes of v. */
@@ -1579,7 +1580,7 @@ static __always_inline __u32 gw_value_fast(struct gw_work *w, __u64 v, __u32 ava
 		if (n <= GW_HDR_VALUE_LEN - 8) {
 			/* only the k bytes taken: the rest of the word may be
 			 * stale chunk bytes of another packet (see gw_st8) */
-			gw_st8(&hv->value[n & (GW_HDR_VALUE_LEN - 1)], v & gw_mask1(k));
+			gw_st8(&hv->value[n & (GW_HDR_VALUE_LEN - 1)], v & gw_mask(k));
 			hv->len = n + k;
 		} else {
 			hv->truncated = 1;
@@ -1692,13 +1693,10 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
 			return 0;
 		/* upper-case letters, '-' and '_' (the digits, '/' and '.' of
 		 * "HTTP/1.x", and the space, go the byte path) */
-		k = gw_first8(~((v + GW_ONES * (0x80 - 'A')) & ~(v + GW_ONES * (0x80 - 'Z' - 1)) |
-				gw_eq8(v, '-') | gw_eq8(v, '_')) &
-				      GW_HIGHS,
-			      avail);
+		k = gw_first8(~(gw_upper8(v) | gw_eq8(v, '-') | gw_eq8(v, '_')) & GW_HIGHS, avail);
 		if (!k)
 			return 0;
-		gw_st8(&ev->method[n & (GW_METHOD_LEN - 1)], v & gw_mask1(k));
+		gw_st8(&ev->method[n & (GW_METHOD_LEN - 1)], v & gw_mask(k));
 		ev->method_len = n + k;
 		break;
 	case GW_S_PATH:
@@ -1726,7 +1724,7 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
 				v = GW_ONES * '*'; /* access_token: masked */
 			}
 		}
-		gw_st8(&ev->path[n & (GW_PATH_LEN - 1)], v & gw_mask1(k));
+		gw_st8(&ev->path[n & (GW_PATH_LEN - 1)], v & gw_mask(k));
 		ev->path_len = n + k;
 		break;
 	case GW_S_VERSION:
@@ -1882,22 +1880,21 @@ __noinline int gw_step(struct gw_work *w, struct gw_chunk *ch, __u64 pos, __u64 
 {
 	__u64 p;
 	__u32 avail, k;
-	__u64 v;
 	__u8 b;
 
 	if (!w || !ch || pos >= len || pos >= GW_CHUNK)
 		return GW_STEP_END;
 	p = pos & (GW_CHUNK - 1);
 	if (!gw_byte_path_only && p <= GW_CHUNK - 8) {
-		avail = len - pos;
-		if (avail > 8)
-			avail = 8;
-		/* bytes past len are stale: never more than avail are taken */
-		v = gw_ld8(&ch->b[p]);
-		if (w->ps.state == GW_S_JBODY)
+		if (w->ps.state == GW_S_JBODY) {
 			k = gw_body_run(w, ch, pos, len);
-		else
-			k = gw_http_fast(w, v, avail);
+		} else {
+			avail = len - pos;
+			if (avail > 8)
+				avail = 8;
+			/* bytes past len are stale: never more than avail are taken */
+			k = gw_http_fast(w, gw_ld8(&ch->b[p]), avail);
+		}
 		if (k)
 			return k;
 	}

@@ -111,15 +111,16 @@ fn main() {
         "ring buffer drops during the bench: {}",
         c.get("ringbuf_drops")
     );
-    // What the verifier spent on each program (newest load of each name: ours).
+    // What the verifier spent on each program. Programs come in id order, so
+    // the last one of each name is the newest load: ours.
     let mut newest = std::collections::BTreeMap::new();
     for info in libbpf_rs::query::ProgInfoIter::default() {
         let name = info.name.to_string_lossy().into_owned();
         if name.starts_with("gw_tc_") {
-            newest.insert(name, (info.id, info.verified_insns));
+            newest.insert(name, info.verified_insns);
         }
     }
-    for (name, (_, insns)) in newest {
+    for (name, insns) in newest {
         println!("verifier: {name}: {insns} instructions processed");
     }
 }

@@ -1310,11 +1310,8 @@ fn ring_records_never_carry_secret_bytes_from_earlier_packets() {
             for start in starts {
                 let f = flow();
                 records.extend(run_frames_raw(&p, &segments(&f, secret)).unwrap());
-                let g = flow();
-                let head = start.as_bytes();
-                let mut frames = vec![v4(&g, 1, head)];
-                frames.push(v4(&g, 1 + head.len() as u32, b" HTTP/1.1\r\n\r\n"));
-                records.extend(run_frames_raw(&p, &frames).unwrap());
+                let parts = [start, " HTTP/1.1\r\n\r\n".to_string()];
+                records.extend(run_frames_raw(&p, &segments(&flow(), &parts)).unwrap());
             }
         }
     }

@@ -155,11 +155,10 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
         audit,
     )?;
     pipeline.ruleset_change(&ruleset_record(&current.get(), "start"));
-    let writer_priority = worker_priority;
     let writer = std::thread::Builder::new()
         .name("gw-writer".into())
         .spawn(move || {
-            super::workers::lower_thread_priority(writer_priority);
+            super::workers::lower_thread_priority(worker_priority);
             let mut last_tick = Instant::now();
             loop {
                 match out_rx.recv_timeout(Duration::from_millis(500)) {
