@@ -25,6 +25,24 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u32 gw_nports = 0;
 const volatile __u16 gw_ports[16] = {};
 
+/* CPU budget (capture.cpu_budget_percent). Off by default: every flow is
+ * inspected. When on, the program times its own parsing and userspace keeps
+ * the cost within budget by lowering gw_admit[0], the share of connections
+ * (out of 65536) whose payload is parsed. The choice is per connection, by a
+ * seeded hash of its endpoints that is the same in both directions, so a
+ * request and its response are inspected or skipped together and a skipped
+ * message's body segments are skipped too. It is made before any flow lookup:
+ * a skipped packet costs a hash and a counter. */
+const volatile __u8 gw_budget_on = 0;
+const volatile __u64 gw_admit_seed = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} gw_admit SEC(".maps");
+
 struct gw_flow_key {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -190,6 +208,35 @@ static __always_inline int gw_port_allowed(struct gw_pkt *p)
 		if (gw_ports[i] == p->fk.sport || gw_ports[i] == p->fk.dport)
 			return 1;
 	}
+	return 0;
+}
+
+/* Which of 65536 admission buckets a connection falls in: symmetric in its
+ * two endpoints (address words xor-ed, ports ordered), mixed with the seed by
+ * murmur3's finaliser so neighbouring ports land far apart. */
+static __always_inline __u32 gw_admit_bucket(struct gw_pkt *p)
+{
+	__u32 lo = p->fk.sport < p->fk.dport ? p->fk.sport : p->fk.dport;
+	__u32 hi = p->fk.sport < p->fk.dport ? p->fk.dport : p->fk.sport;
+	__u64 h = gw_admit_seed ^ gw_addr_word(p->fk.saddr) ^ gw_addr_word(p->fk.daddr) ^
+		  ((__u64)((lo << 16) | hi) << 32);
+
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return h & 0xffff;
+}
+
+static __always_inline int gw_admitted(struct gw_pkt *p)
+{
+	__u32 zero = 0, *admit;
+
+	admit = bpf_map_lookup_elem(&gw_admit, &zero);
+	if (!admit || gw_admit_bucket(p) < *admit)
+		return 1;
+	gw_count(GW_CNT_SHED_PACKETS);
 	return 0;
 }
 
@@ -446,7 +493,14 @@ static __always_inline int gw_handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_OK;
 	if (p.plen > 0) {
 		gw_count(GW_CNT_TCP_PAYLOAD);
-		gw_http_packet(skb, &p, dir);
+		if (!gw_budget_on) {
+			gw_http_packet(skb, &p, dir);
+		} else if (gw_admitted(&p)) {
+			__u64 t0 = bpf_ktime_get_ns();
+
+			gw_http_packet(skb, &p, dir);
+			gw_count_add(GW_CNT_PARSE_NS, bpf_ktime_get_ns() - t0);
+		}
 	}
 	if (p.tcp_flags & (TCP_FL_FIN | TCP_FL_RST))
 		gw_flow_end(&p);

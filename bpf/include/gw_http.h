@@ -217,12 +217,17 @@ const volatile __u8 gw_byte_path_only = 0;
 /* Seed of gw_hdr_hash; userspace picks it with the table's layout. */
 const volatile __u64 gw_hdr_seed = 0;
 
-static __always_inline void gw_count(__u32 idx)
+static __always_inline void gw_count_add(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&gw_counters, &idx);
 
 	if (v)
-		*v += 1;
+		*v += n;
+}
+
+static __always_inline void gw_count(__u32 idx)
+{
+	gw_count_add(idx, 1);
 }
 
 #define GW_C8(a, b, c, d, e, f, g, h)                                                    \

@@ -203,7 +203,8 @@ def with_sensor(tmp: Path, seconds: int, connections: int, rate: int | None = No
     p.send_signal(signal.SIGINT)
     p.wait(30)
     err.close()
-    captured = drops = 0
+    captured = drops = shed = 0
+    inspected = []
     with open(events) as f:
         for line in f:
             e = json.loads(line)
@@ -211,7 +212,10 @@ def with_sensor(tmp: Path, seconds: int, connections: int, rate: int | None = No
                 captured += 1
             elif e.get("kind") == "sensor_stats":
                 drops += e["stats"]["ringbuf_drops"]
-    res.update(cpu_s=cpu1 - cpu0, rss_mb=hwm / 1024, captured=captured, drops=drops,
+                shed += e["stats"].get("shed_packets", 0)
+                inspected.append(e["stats"].get("inspected_percent", 100.0))
+    res.update(cpu_s=cpu1 - cpu0, rss_mb=hwm / 1024, captured=captured, drops=drops, shed=shed,
+               inspected=statistics.median(inspected) if inspected else 100.0,
                tc_ns=(ns1 - ns0) / max(cnt1 - cnt0, 1), tc_runs=cnt1 - cnt0)
     return res
 
@@ -267,6 +271,9 @@ def main():
                       f"({100.0 * r['captured'] / max(r['requests'], 1):.2f}%), ring-buffer drops {r['drops']}, "
                       f"CPU {r['cpu_s']:.1f}s ({100 * r['cpu_s'] / a.seconds:.0f}% of a core), "
                       f"peak RSS {r['rss_mb']:.1f} MB, TC program {r['tc_ns']:.0f} ns/packet over {r['tc_runs']} packets")
+                if r['shed']:
+                    print(f"{'':14}CPU budget: {r['shed']} payload packets uninspected, "
+                          f"median {r['inspected']:.1f}% of connections inspected")
                 # What one request costs, wherever the CPU comes from: the kernel
                 # program (softirq, both directions) and the sensor process.
                 per_req = max(r['requests'], 1)

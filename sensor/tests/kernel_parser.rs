@@ -1332,3 +1332,70 @@ fn ring_records_never_carry_secret_bytes_from_earlier_packets() {
         }
     }
 }
+
+#[test]
+fn a_cpu_budget_inspects_a_sample_of_whole_connections_and_counts_the_rest() {
+    use gatewatch::capture::governor::ADMIT_ALL;
+    require_root!();
+    let cfg = CaptureConfig {
+        cpu_budget_percent: 10.0,
+        ..CaptureConfig::default()
+    };
+    let p = Probe::load(&cfg).expect("loading BPF programs");
+    let req = b"GET /api/v1/items HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer tok\r\n\r\n";
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    // One connection: the request from the client, the response from the server.
+    let exchange = |port: u16| {
+        let c = Flow {
+            sport: port,
+            ..FLOW
+        };
+        let s = Flow {
+            src: FLOW.dst,
+            dst: FLOW.src,
+            sport: FLOW.dport,
+            dport: port,
+        };
+        vec![v4(&c, 1, req), v4(&s, 1, resp)]
+    };
+
+    // A fresh load inspects everything.
+    let evs = run_frames(&p, &exchange(40000)).unwrap();
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert_eq!(p.counters().unwrap().get("shed_packets"), 0);
+    assert!(
+        p.counters().unwrap().get("parse_ns") > 0,
+        "parsing is timed"
+    );
+
+    // Nothing admitted: nothing parsed, every payload packet counted.
+    p.set_admit(0).unwrap();
+    let evs = run_frames(&p, &exchange(40001)).unwrap();
+    assert!(evs.is_empty(), "{evs:?}");
+    assert_eq!(p.counters().unwrap().get("shed_packets"), 2);
+
+    // Half admitted: about half the connections, each one whole or not at all.
+    p.set_admit(ADMIT_ALL / 2).unwrap();
+    let (mut whole, mut none) = (0, 0);
+    for port in 41000..41400u16 {
+        let evs = run_frames(&p, &exchange(port)).unwrap();
+        match evs.len() {
+            2 => whole += 1,
+            0 => none += 1,
+            _ => panic!("connection {port} half inspected: {evs:?}"),
+        }
+    }
+    assert_eq!(whole + none, 400);
+    assert!(
+        (140..=260).contains(&whole),
+        "{whole} of 400 inspected at 50%"
+    );
+    let shed = p.counters().unwrap().get("shed_packets");
+    assert_eq!(shed, 2 + 2 * none as u64);
+
+    // Without a budget the threshold is ignored: every connection is inspected.
+    let p = probe();
+    p.set_admit(0).unwrap();
+    assert_eq!(run_frames(&p, &exchange(40002)).unwrap().len(), 2);
+    assert_eq!(p.counters().unwrap().get("shed_packets"), 0);
+}

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// In `enum gw_counter` order.
-pub const COUNTER_NAMES: [&str; 15] = [
+pub const COUNTER_NAMES: [&str; 17] = [
     "packets_seen",
     "tcp_payload_packets",
     "http_requests",
@@ -19,6 +19,8 @@ pub const COUNTER_NAMES: [&str; 15] = [
     "fragments",
     "not_http",
     "l4_map_full",
+    "shed_packets",
+    "parse_ns",
 ];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

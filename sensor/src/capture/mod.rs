@@ -6,6 +6,7 @@ pub mod attach;
 pub mod clock;
 pub mod counters;
 pub mod decode;
+pub mod governor;
 pub mod headers;
 pub mod l4;
 pub mod replay;
@@ -45,6 +46,10 @@ pub struct CaptureConfig {
     /// Flows whose header block or body spans segments, tracked at once (LRU).
     pub flow_table_size: u32,
     pub attach_mode: attach::AttachMode,
+    /// Share of one CPU (percent) that kernel parsing plus the sensor process
+    /// may use; beyond it fewer connections are inspected (see governor.rs).
+    /// 0 = no budget: every connection is inspected, whatever it costs.
+    pub cpu_budget_percent: f64,
     /// Test only: run the kernel parser one byte per step, never its
     /// multi-byte steps. That path is the reference the fast paths are checked
     /// against (tests/kernel_parser.rs); not settable from the config file.
@@ -67,6 +72,7 @@ impl Default for CaptureConfig {
             ringbuf_mb: 8,
             flow_table_size: 2048,
             attach_mode: attach::AttachMode::Auto,
+            cpu_budget_percent: 0.0,
             byte_path_only: false,
         }
     }
@@ -109,6 +115,15 @@ impl CaptureConfig {
             bail!(
                 "capture.flow_table_size: must be 16..=1048576, got {}",
                 self.flow_table_size
+            );
+        }
+        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let budget = self.cpu_budget_percent;
+        if !(budget == 0.0 || (1.0..=100.0 * ncpu).contains(&budget)) {
+            bail!(
+                "capture.cpu_budget_percent: must be 0 (no budget) or 1..={} (percent of one CPU, {} CPUs here), got {budget}",
+                100.0 * ncpu,
+                ncpu
             );
         }
         Ok(table)
@@ -183,6 +198,10 @@ impl Probe {
             ro.gw_l4_prefix_v6 = l4cfg.prefix_v6;
             ro.gw_byte_path_only = u8::from(cfg.byte_path_only);
             ro.gw_hdr_seed = hdr_seed;
+            ro.gw_budget_on = u8::from(cfg.cpu_budget_percent > 0.0);
+            let mut s = [0u8; 8];
+            getrandom::fill(&mut s).map_err(|e| anyhow::anyhow!("admission seed: {e}"))?;
+            ro.gw_admit_seed = u64::from_ne_bytes(s);
         }
         if let Some(other) = key_of {
             open.maps
@@ -221,6 +240,14 @@ impl Probe {
                 )
                 .with_context(|| format!("writing header {:?} to the kernel table", entry.name))?;
         }
+        skel.maps
+            .gw_admit
+            .update(
+                &0u32.to_ne_bytes(),
+                &governor::ADMIT_ALL.to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .context("writing the admission threshold")?;
         if key_of.is_some() {
             return Ok(Probe { skel, table }); // the key is the other probe's, already frozen
         }
@@ -237,6 +264,16 @@ impl Probe {
         }
         key.fill(0);
         Ok(Probe { skel, table })
+    }
+
+    /// Share of connections the kernel inspects when a CPU budget is on, out
+    /// of [`governor::ADMIT_ALL`] (ignored by the kernel without a budget).
+    pub fn set_admit(&self, admit: u32) -> Result<()> {
+        self.skel
+            .maps
+            .gw_admit
+            .update(&0u32.to_ne_bytes(), &admit.to_ne_bytes(), MapFlags::ANY)
+            .context("writing the admission threshold")
     }
 
     /// Sum of the per-CPU counters.

@@ -21,6 +21,7 @@ use crate::capture::attach::attach_iface;
 use crate::capture::clock::BootClock;
 use crate::capture::counters::KernelCounters;
 use crate::capture::decode::{format_time, Decoder};
+use crate::capture::governor::{self, Budget};
 use crate::capture::Probe;
 use crate::config::Config;
 use crate::events::{CaptureSource, Direction, Event, EventKind, SensorStats};
@@ -240,6 +241,9 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let body_wait_ns = u64::from(cfg.capture.body_wait_ms) * 1_000_000;
     let mut sweep_decoder = Decoder::new(probe.table.slot_names.clone(), CaptureSource::Net);
     let mut sweep_at = Instant::now();
+    let mut budget = (cfg.capture.cpu_budget_percent > 0.0)
+        .then(|| Budget::new(cfg.capture.cpu_budget_percent, last.get("parse_ns")));
+    let mut inspected_percent = 100.0;
     while !stop.load(Ordering::Relaxed) {
         if reload.swap(false, Ordering::Relaxed) {
             reload_rules(&args, &current, &out_tx);
@@ -260,14 +264,30 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
         // events/s, per-event wake-ups of this thread and of the workers cost
         // the gateway more latency than the parsing does. `consume` empties the
         // ring; the ring (capture.ringbuf_mb) holds far more than one interval.
-        let n = ring.consume_raw();
-        if n < 0 && !stop.load(Ordering::Relaxed) {
-            tracing::warn!(
-                "ring buffer: {}",
-                std::io::Error::from_raw_os_error(n.saturating_neg())
-            );
+        // Under overload the ring never empties: drain in slices so stats, the
+        // CPU budget and the sweep below still get their turn.
+        let drain_at = Instant::now();
+        let emptied = loop {
+            let n = ring.consume_raw_n(DRAIN_SLICE);
+            if n < 0 {
+                if !stop.load(Ordering::Relaxed) {
+                    tracing::warn!(
+                        "ring buffer: {}",
+                        std::io::Error::from_raw_os_error(n.saturating_neg())
+                    );
+                }
+                break true;
+            }
+            if (n as usize) < DRAIN_SLICE {
+                break true;
+            }
+            if drain_at.elapsed() >= DRAIN_TURN || stop.load(Ordering::Relaxed) {
+                break false;
+            }
+        };
+        if emptied {
+            std::thread::sleep(ring_poll);
         }
-        std::thread::sleep(ring_poll);
         if sweep_at.elapsed() >= Duration::from_secs(1) {
             sweep_at = Instant::now();
             let (released, errors) =
@@ -282,6 +302,28 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
         metrics.ringbuf_drops.set_total(now.get("ringbuf_drops"));
         metrics.parse_truncations.set_total(now.get("truncated"));
         health.note_ringbuf_drops(now.get("ringbuf_drops"));
+        metrics
+            .capture_shed_packets
+            .set_total(now.get("shed_packets"));
+        if let Some(admit) = budget.as_mut().and_then(|b| b.poll(now.get("parse_ns"))) {
+            if let Err(e) = probe.set_admit(admit) {
+                tracing::warn!("CPU budget: {e:#}");
+            }
+            let was = inspected_percent;
+            inspected_percent = f64::from(admit) * 100.0 / f64::from(governor::ADMIT_ALL);
+            metrics
+                .capture_inspected_ratio
+                .set(inspected_percent / 100.0);
+            if was >= 100.0 {
+                tracing::warn!(
+                    budget_percent = cfg.capture.cpu_budget_percent,
+                    inspected_percent,
+                    "CPU budget spent: inspecting a sample of connections"
+                );
+            } else if inspected_percent >= 100.0 {
+                tracing::info!("CPU budget: inspecting every connection again");
+            }
+        }
         let d = now.delta(&last);
         let new_drops = d.get("ringbuf_drops");
         if new_drops > 0 || last_at.elapsed() >= interval {
@@ -298,6 +340,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
                 last_at.elapsed(),
                 drops_total,
                 dec - last_decode_errors,
+                inspected_percent,
             ));
             publish_rule_metrics(&metrics, &current.get());
             last_decode_errors = dec;
@@ -370,11 +413,17 @@ fn publish_rule_metrics(metrics: &Metrics, set: &RuleSet) {
     }
 }
 
+/// Records taken from the ring per call, and how long one drain may run
+/// before the main loop's other duties get a turn.
+const DRAIN_SLICE: usize = 1024;
+const DRAIN_TURN: Duration = Duration::from_millis(100);
+
 fn stats_event(
     d: &KernelCounters,
     elapsed: Duration,
     drops_total: u64,
     decode_errors: u64,
+    inspected_percent: f64,
 ) -> Event {
     Event {
         kind: EventKind::SensorStats,
@@ -400,6 +449,8 @@ fn stats_event(
             flow_continuations: d.get("flow_continued"),
             flow_state_lost: d.get("flow_lost"),
             decode_errors,
+            shed_packets: d.get("shed_packets"),
+            inspected_percent,
         }),
     }
 }

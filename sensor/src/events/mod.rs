@@ -419,7 +419,7 @@ pub struct Credential {
 }
 
 /// The sensor's own counters, as deltas since the previous snapshot and totals.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct SensorStats {
     pub interval_ms: u64,
     pub packets_seen: u64,
@@ -432,6 +432,17 @@ pub struct SensorStats {
     pub flow_state_lost: u64,
     /// Events userspace could not decode (size mismatch): a bug, counted, never silent.
     pub decode_errors: u64,
+    /// Payload packets left uninspected because the CPU budget
+    /// (`capture.cpu_budget_percent`) was spent: sampled, counted, never silent.
+    #[serde(default)]
+    pub shed_packets: u64,
+    /// Share of connections inspected at the end of the interval (100 without a budget).
+    #[serde(default = "full_inspection")]
+    pub inspected_percent: f64,
+}
+
+fn full_inspection() -> f64 {
+    100.0
 }
 
 /// TCP flag counts over one window, for one key: a service (destination

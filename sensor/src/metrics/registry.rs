@@ -304,6 +304,10 @@ pub struct Metrics {
     pub ringbuf_drops: Counter,
     /// `parse_truncations_total`: header blocks cut at the kernel parse window.
     pub parse_truncations: Counter,
+    /// `capture_shed_packets_total`: payload packets left uninspected by the CPU budget.
+    pub capture_shed_packets: Counter,
+    /// `capture_inspected_ratio`: share 0..1 of connections inspected (1 without a budget).
+    pub capture_inspected_ratio: FloatGauge,
     /// `rule_evaluations_total{rule}`.
     pub rule_evaluations: Family<Counter>,
     /// `rule_errors_total{rule}`: evaluations that errored or ran out of budget.
@@ -363,6 +367,12 @@ impl Metrics {
             events_by_kind: Family::new(&["kind"]),
             ringbuf_drops: Counter::default(),
             parse_truncations: Counter::default(),
+            capture_shed_packets: Counter::default(),
+            capture_inspected_ratio: {
+                let g = FloatGauge::default();
+                g.set(1.0);
+                g
+            },
             rule_evaluations: Family::new(&["rule"]),
             rule_errors: Family::new(&["rule"]),
             rule_eval_seconds: Family::new(&["rule"]),
@@ -446,6 +456,18 @@ impl Metrics {
             "parse_truncations_total",
             "HTTP header blocks cut at the kernel parse window.",
             &self.parse_truncations,
+        );
+        render_single(
+            &mut o,
+            "capture_shed_packets_total",
+            "Payload packets left uninspected because capture.cpu_budget_percent was spent.",
+            &self.capture_shed_packets,
+        );
+        render_single(
+            &mut o,
+            "capture_inspected_ratio",
+            "Share of connections the kernel inspects (1 = all; below 1 only under a CPU budget).",
+            &self.capture_inspected_ratio,
         );
         render_family(
             &mut o,

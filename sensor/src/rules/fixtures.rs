@@ -120,7 +120,7 @@ pub fn template(kind: &str) -> Value {
             "stats": { "interval_ms": 60000, "packets_seen": 1000, "http_messages": 100,
                        "ringbuf_drops": 0, "ringbuf_drops_total": 0, "truncated": 0,
                        "parse_errors": 0, "flow_continuations": 0, "flow_state_lost": 0,
-                       "decode_errors": 0 }
+                       "decode_errors": 0, "shed_packets": 0, "inspected_percent": 100.0 }
         }),
         "l4_window" => json!({
             "kind": "l4_window", "time": "2026-01-15T10:00:00Z", "source": "net",

@@ -1,0 +1,194 @@
+//! CPU budget for capture (`capture.cpu_budget_percent`): keeps what gatewatch
+//! costs the host (its kernel parsing plus the sensor process) within a share
+//! of one CPU by inspecting fewer connections when traffic outgrows it.
+//!
+//! The kernel decides per connection (a seeded hash of both endpoints against
+//! an admission threshold out of [`ADMIT_ALL`]); this controller moves the
+//! threshold. It cuts at once in proportion to the overrun and gives back
+//! gradually, so a burst sheds quickly and a quiet spell restores full
+//! inspection within seconds. It never goes below [`ADMIT_MIN`]: some traffic
+//! is always inspected, and the sensor says how much (`sensor_stats`
+//! `admitted_percent`, GW-SENSOR-002, metrics).
+
+use std::time::{Duration, Instant};
+
+/// Threshold that admits every connection.
+pub const ADMIT_ALL: u32 = 65536;
+/// Floor: about 1 connection in 1000 is always inspected.
+pub const ADMIT_MIN: u32 = 64;
+/// How often the controller looks.
+pub const TICK: Duration = Duration::from_millis(250);
+/// Largest step back up per tick (×1.5): from the floor to full in about 4 s.
+const RAISE_MAX: f64 = 1.5;
+/// Aim a little under the budget so noise does not flap around it.
+const AIM: f64 = 0.9;
+
+#[derive(Debug, Clone)]
+pub struct Governor {
+    /// Budget in CPU-nanoseconds per wall-clock nanosecond (0.05 = 5% of a CPU).
+    budget: f64,
+    admit: u32,
+}
+
+impl Governor {
+    pub fn new(budget_percent: f64) -> Governor {
+        Governor {
+            budget: budget_percent / 100.0,
+            admit: ADMIT_ALL,
+        }
+    }
+
+    pub fn admit(&self) -> u32 {
+        self.admit
+    }
+
+    /// Share of connections inspected, 0..=100.
+    pub fn admitted_percent(&self) -> f64 {
+        f64::from(self.admit) * 100.0 / f64::from(ADMIT_ALL)
+    }
+
+    /// One observation: CPU spent by the kernel's parsing and by the sensor
+    /// process over `wall`. Returns the new threshold when it changes.
+    pub fn observe(&mut self, kernel_ns: u64, process_ns: u64, wall: Duration) -> Option<u32> {
+        let wall_ns = wall.as_nanos() as f64;
+        if wall_ns <= 0.0 || self.budget <= 0.0 {
+            return None;
+        }
+        let used = (kernel_ns as f64 + process_ns as f64) / wall_ns;
+        let target = self.budget * AIM;
+        // Cost scales with the share admitted, so the share that would have
+        // fit is admit × target / used; raise no faster than RAISE_MAX.
+        let factor = if used > 0.0 {
+            (target / used).min(RAISE_MAX)
+        } else {
+            RAISE_MAX
+        };
+        if (0.95..=1.05).contains(&factor) {
+            return None; // close enough: hold still
+        }
+        let next = (f64::from(self.admit) * factor).round() as u64;
+        let next = next.clamp(u64::from(ADMIT_MIN), u64::from(ADMIT_ALL)) as u32;
+        if next == self.admit {
+            return None;
+        }
+        self.admit = next;
+        Some(next)
+    }
+}
+
+/// The controller fed from the sensor's main loop: call [`Budget::poll`] as
+/// often as convenient with the kernel's `parse_ns` total; it looks once per
+/// [`TICK`] and returns a new threshold for `Probe::set_admit` when one is due.
+#[derive(Debug)]
+pub struct Budget {
+    pub governor: Governor,
+    at: Instant,
+    parse_ns: u64,
+    cpu_ns: u64,
+}
+
+impl Budget {
+    pub fn new(budget_percent: f64, parse_ns_total: u64) -> Budget {
+        Budget {
+            governor: Governor::new(budget_percent),
+            at: Instant::now(),
+            parse_ns: parse_ns_total,
+            cpu_ns: process_cpu_ns(),
+        }
+    }
+
+    pub fn poll(&mut self, parse_ns_total: u64) -> Option<u32> {
+        let wall = self.at.elapsed();
+        if wall < TICK {
+            return None;
+        }
+        let cpu = process_cpu_ns();
+        let change = self.governor.observe(
+            parse_ns_total.saturating_sub(self.parse_ns),
+            cpu.saturating_sub(self.cpu_ns),
+            wall,
+        );
+        (self.at, self.parse_ns, self.cpu_ns) = (Instant::now(), parse_ns_total, cpu);
+        change
+    }
+}
+
+/// CPU time of this whole process (every thread), in nanoseconds.
+pub fn process_cpu_ns() -> u64 {
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid start.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a rusage; RUSAGE_SELF cannot fail.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0;
+    }
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    ns(ru.ru_utime) + ns(ru.ru_stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_millis(250);
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn over_budget_cuts_in_proportion_at_once() {
+        let mut g = Governor::new(10.0);
+        // 50% of a CPU against a 10% budget: keep 10% × 0.9 / 50% = 18%.
+        let a = g.observe(100 * MS, 25 * MS, T).expect("cut");
+        assert!((a as f64 / ADMIT_ALL as f64 - 0.18).abs() < 0.001, "{a}");
+        assert!((g.admitted_percent() - 18.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn within_budget_changes_nothing_at_full_admission() {
+        let mut g = Governor::new(10.0);
+        assert_eq!(g.observe(5 * MS, 5 * MS, T), None);
+        assert_eq!(g.observe(0, 0, T), None);
+        assert_eq!(g.admit(), ADMIT_ALL);
+    }
+
+    #[test]
+    fn recovers_gradually_to_full_when_load_falls() {
+        let mut g = Governor::new(10.0);
+        for _ in 0..20 {
+            g.observe(250 * MS, 0, T); // a whole CPU: down to the floor
+        }
+        assert_eq!(g.admit(), ADMIT_MIN, "never below the floor");
+        let mut ticks = 0;
+        while g.admit() < ADMIT_ALL {
+            let before = g.admit();
+            g.observe(MS, 0, T); // quiet
+            assert!(g.admit() as f64 <= before as f64 * RAISE_MAX + 1.0);
+            ticks += 1;
+            assert!(ticks < 40, "stuck at {}", g.admit());
+        }
+        assert!(ticks >= 10, "raised too fast: {ticks} ticks");
+    }
+
+    #[test]
+    fn holds_near_the_target_instead_of_flapping() {
+        let mut g = Governor::new(20.0);
+        // A steady load costing 60% of a CPU at full admission.
+        let full_cost = 0.60;
+        let mut seen = Vec::new();
+        for _ in 0..40 {
+            let share = g.admit() as f64 / ADMIT_ALL as f64;
+            let used_ns = (full_cost * share * T.as_nanos() as f64) as u64;
+            g.observe(used_ns, 0, T);
+            seen.push(g.admit());
+        }
+        let last = &seen[30..];
+        assert!(last.iter().all(|a| *a == last[0]), "{last:?}");
+        let used = full_cost * last[0] as f64 / ADMIT_ALL as f64;
+        assert!(used <= 0.20 && used > 0.15, "settled at {used}");
+    }
+
+    #[test]
+    fn no_budget_never_sheds() {
+        let mut g = Governor::new(0.0);
+        assert_eq!(g.observe(u64::MAX / 4, u64::MAX / 4, T), None);
+        assert_eq!(g.admit(), ADMIT_ALL);
+    }
+}
