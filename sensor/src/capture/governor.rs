@@ -28,6 +28,10 @@ pub struct Governor {
     /// Budget in CPU-nanoseconds per wall-clock nanosecond (0.05 = 5% of a CPU).
     budget: f64,
     admit: u32,
+    /// What the sensor process costs with no traffic at all (timers, stats),
+    /// learnt from quiet ticks: inspecting fewer connections cannot lower it,
+    /// so it is not charged to the budget.
+    idle: f64,
 }
 
 impl Governor {
@@ -35,6 +39,7 @@ impl Governor {
         Governor {
             budget: budget_percent / 100.0,
             admit: ADMIT_ALL,
+            idle: 0.0,
         }
     }
 
@@ -48,13 +53,27 @@ impl Governor {
     }
 
     /// One observation: CPU spent by the kernel's parsing and by the sensor
-    /// process over `wall`. Returns the new threshold when it changes.
-    pub fn observe(&mut self, kernel_ns: u64, process_ns: u64, wall: Duration) -> Option<u32> {
+    /// process over `wall`, and whether any TCP payload came by in it.
+    /// Returns the new threshold when it changes.
+    pub fn observe(
+        &mut self,
+        kernel_ns: u64,
+        process_ns: u64,
+        wall: Duration,
+        traffic: bool,
+    ) -> Option<u32> {
         let wall_ns = wall.as_nanos() as f64;
         if wall_ns <= 0.0 || self.budget <= 0.0 {
             return None;
         }
-        let used = (kernel_ns as f64 + process_ns as f64) / wall_ns;
+        let process = process_ns as f64 / wall_ns;
+        let used = if traffic {
+            kernel_ns as f64 / wall_ns + (process - self.idle).max(0.0)
+        } else {
+            // Nothing to inspect: whatever the process spent is its idle cost.
+            self.idle = 0.8 * self.idle + 0.2 * process;
+            0.0
+        };
         let target = self.budget * AIM;
         // Cost scales with the share admitted, so the share that would have
         // fit is admit × target / used; raise no faster than RAISE_MAX.
@@ -85,19 +104,22 @@ pub struct Budget {
     at: Instant,
     parse_ns: u64,
     cpu_ns: u64,
+    payload: u64,
 }
 
 impl Budget {
-    pub fn new(budget_percent: f64, parse_ns_total: u64) -> Budget {
+    pub fn new(budget_percent: f64, parse_ns_total: u64, payload_total: u64) -> Budget {
         Budget {
             governor: Governor::new(budget_percent),
             at: Instant::now(),
             parse_ns: parse_ns_total,
             cpu_ns: process_cpu_ns(),
+            payload: payload_total,
         }
     }
 
-    pub fn poll(&mut self, parse_ns_total: u64) -> Option<u32> {
+    /// `payload_total`: the kernel's `tcp_payload_packets` counter.
+    pub fn poll(&mut self, parse_ns_total: u64, payload_total: u64) -> Option<u32> {
         let wall = self.at.elapsed();
         if wall < TICK {
             return None;
@@ -107,8 +129,10 @@ impl Budget {
             parse_ns_total.saturating_sub(self.parse_ns),
             cpu.saturating_sub(self.cpu_ns),
             wall,
+            payload_total != self.payload,
         );
-        (self.at, self.parse_ns, self.cpu_ns) = (Instant::now(), parse_ns_total, cpu);
+        (self.at, self.parse_ns, self.cpu_ns, self.payload) =
+            (Instant::now(), parse_ns_total, cpu, payload_total);
         change
     }
 }
@@ -136,7 +160,7 @@ mod tests {
     fn over_budget_cuts_in_proportion_at_once() {
         let mut g = Governor::new(10.0);
         // 50% of a CPU against a 10% budget: keep 10% × 0.9 / 50% = 18%.
-        let a = g.observe(100 * MS, 25 * MS, T).expect("cut");
+        let a = g.observe(100 * MS, 25 * MS, T, true).expect("cut");
         assert!((a as f64 / ADMIT_ALL as f64 - 0.18).abs() < 0.001, "{a}");
         assert!((g.admitted_percent() - 18.0).abs() < 0.1);
     }
@@ -144,8 +168,8 @@ mod tests {
     #[test]
     fn within_budget_changes_nothing_at_full_admission() {
         let mut g = Governor::new(10.0);
-        assert_eq!(g.observe(5 * MS, 5 * MS, T), None);
-        assert_eq!(g.observe(0, 0, T), None);
+        assert_eq!(g.observe(5 * MS, 5 * MS, T, true), None);
+        assert_eq!(g.observe(0, 0, T, false), None);
         assert_eq!(g.admit(), ADMIT_ALL);
     }
 
@@ -153,13 +177,13 @@ mod tests {
     fn recovers_gradually_to_full_when_load_falls() {
         let mut g = Governor::new(10.0);
         for _ in 0..20 {
-            g.observe(250 * MS, 0, T); // a whole CPU: down to the floor
+            g.observe(250 * MS, 0, T, true); // a whole CPU: down to the floor
         }
         assert_eq!(g.admit(), ADMIT_MIN, "never below the floor");
         let mut ticks = 0;
         while g.admit() < ADMIT_ALL {
             let before = g.admit();
-            g.observe(MS, 0, T); // quiet
+            g.observe(MS, 0, T, true); // light traffic
             assert!(g.admit() as f64 <= before as f64 * RAISE_MAX + 1.0);
             ticks += 1;
             assert!(ticks < 40, "stuck at {}", g.admit());
@@ -176,7 +200,7 @@ mod tests {
         for _ in 0..40 {
             let share = g.admit() as f64 / ADMIT_ALL as f64;
             let used_ns = (full_cost * share * T.as_nanos() as f64) as u64;
-            g.observe(used_ns, 0, T);
+            g.observe(used_ns, 0, T, true);
             seen.push(g.admit());
         }
         let last = &seen[30..];
@@ -186,9 +210,29 @@ mod tests {
     }
 
     #[test]
+    fn idle_cost_is_learnt_and_never_keeps_sampling_on() {
+        // A budget below what the process costs with no traffic at all.
+        let mut g = Governor::new(1.0);
+        g.observe(100 * MS, 100 * MS, T, true);
+        assert!(g.admit() < ADMIT_ALL / 10);
+        // Load gone; the process still burns 2% of a CPU on its timers.
+        for _ in 0..30 {
+            g.observe(0, 5 * MS, T, false);
+        }
+        assert_eq!(
+            g.admit(),
+            ADMIT_ALL,
+            "quiet ticks must restore full inspection"
+        );
+        // Light traffic again: only what it adds above idle is charged.
+        assert_eq!(g.observe(MS / 10, 5 * MS, T, true), None);
+        assert_eq!(g.admit(), ADMIT_ALL);
+    }
+
+    #[test]
     fn no_budget_never_sheds() {
         let mut g = Governor::new(0.0);
-        assert_eq!(g.observe(u64::MAX / 4, u64::MAX / 4, T), None);
+        assert_eq!(g.observe(u64::MAX / 4, u64::MAX / 4, T, true), None);
         assert_eq!(g.admit(), ADMIT_ALL);
     }
 }

@@ -241,8 +241,13 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let body_wait_ns = u64::from(cfg.capture.body_wait_ms) * 1_000_000;
     let mut sweep_decoder = Decoder::new(probe.table.slot_names.clone(), CaptureSource::Net);
     let mut sweep_at = Instant::now();
-    let mut budget = (cfg.capture.cpu_budget_percent > 0.0)
-        .then(|| Budget::new(cfg.capture.cpu_budget_percent, last.get("parse_ns")));
+    let mut budget = (cfg.capture.cpu_budget_percent > 0.0).then(|| {
+        Budget::new(
+            cfg.capture.cpu_budget_percent,
+            last.get("parse_ns"),
+            last.get("tcp_payload_packets"),
+        )
+    });
     let mut inspected_percent = 100.0;
     while !stop.load(Ordering::Relaxed) {
         if reload.swap(false, Ordering::Relaxed) {
@@ -305,7 +310,10 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
         metrics
             .capture_shed_packets
             .set_total(now.get("shed_packets"));
-        if let Some(admit) = budget.as_mut().and_then(|b| b.poll(now.get("parse_ns"))) {
+        if let Some(admit) = budget
+            .as_mut()
+            .and_then(|b| b.poll(now.get("parse_ns"), now.get("tcp_payload_packets")))
+        {
             if let Err(e) = probe.set_admit(admit) {
                 tracing::warn!("CPU budget: {e:#}");
             }
