@@ -215,5 +215,17 @@ mod tests {
         let e = Config::parse("[capture]\nheaders = [\"cookie\"]\n", "f").unwrap_err();
         assert!(format!("{e:#}").contains("capture.headers"));
         assert!(Config::parse("[[output]]\nspec = \"syslog\"\n", "f").is_err());
+        for bad in ["-5", "0.5", "100000", "nan"] {
+            let e = Config::parse(&format!("[capture]\ncpu_budget_percent = {bad}\n"), "f")
+                .unwrap_err();
+            assert!(
+                format!("{e:#}").contains("capture.cpu_budget_percent"),
+                "{bad}: {e:#}"
+            );
+        }
+        for good in ["0", "1", "12.5", "100"] {
+            let text = format!("[capture]\ncpu_budget_percent = {good}\n");
+            assert!(Config::parse(&text, "f").is_ok(), "{good}");
+        }
     }
 }
