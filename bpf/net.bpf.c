@@ -8,6 +8,7 @@
 
 #include "include/gw_http.h"
 #include "include/gw_l4.h"
+#include "include/gw_budget.h"
 
 #define TC_ACT_OK 0
 #define ETH_HLEN 14
@@ -24,24 +25,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Optional port filter: when gw_nports > 0, only these ports (either side). */
 const volatile __u32 gw_nports = 0;
 const volatile __u16 gw_ports[16] = {};
-
-/* CPU budget (capture.cpu_budget_percent). Off by default: every flow is
- * inspected. When on, the program times its own parsing and userspace keeps
- * the cost within budget by lowering gw_admit[0], the share of connections
- * (out of 65536) whose payload is parsed. The choice is per connection, by a
- * seeded hash of its endpoints that is the same in both directions, so a
- * request and its response are inspected or skipped together and a skipped
- * message's body segments are skipped too. It is made before any flow lookup:
- * a skipped packet costs a hash and a counter. */
-const volatile __u8 gw_budget_on = 0;
-const volatile __u64 gw_admit_seed = 0;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} gw_admit SEC(".maps");
 
 struct gw_flow_key {
 	__u8 saddr[16];
@@ -211,33 +194,15 @@ static __always_inline int gw_port_allowed(struct gw_pkt *p)
 	return 0;
 }
 
-/* Which of 65536 admission buckets a connection falls in: symmetric in its
- * two endpoints (address words xor-ed, ports ordered), mixed with the seed by
- * murmur3's finaliser so neighbouring ports land far apart. */
-static __always_inline __u32 gw_admit_bucket(struct gw_pkt *p)
+/* A connection as 64 bits that are the same in both directions: the two
+ * address words xor-ed, the two ports ordered. */
+static __always_inline __u64 gw_conn_id(struct gw_pkt *p)
 {
 	__u32 lo = p->fk.sport < p->fk.dport ? p->fk.sport : p->fk.dport;
 	__u32 hi = p->fk.sport < p->fk.dport ? p->fk.dport : p->fk.sport;
-	__u64 h = gw_admit_seed ^ gw_addr_word(p->fk.saddr) ^ gw_addr_word(p->fk.daddr) ^
-		  ((__u64)((lo << 16) | hi) << 32);
 
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 33;
-	return h & 0xffff;
-}
-
-static __always_inline int gw_admitted(struct gw_pkt *p)
-{
-	__u32 zero = 0, *admit;
-
-	admit = bpf_map_lookup_elem(&gw_admit, &zero);
-	if (!admit || gw_admit_bucket(p) < *admit)
-		return 1;
-	gw_count(GW_CNT_SHED_PACKETS);
-	return 0;
+	return (__u64)(gw_addr_word(p->fk.saddr) ^ gw_addr_word(p->fk.daddr)) |
+	       ((__u64)((lo << 16) | hi) << 32);
 }
 
 static __always_inline void gw_fill_hdr(struct gw_work *w, struct __sk_buff *skb, struct gw_pkt *p,
@@ -495,7 +460,7 @@ static __always_inline int gw_handle(struct __sk_buff *skb, __u8 dir)
 		gw_count(GW_CNT_TCP_PAYLOAD);
 		if (!gw_budget_on) {
 			gw_http_packet(skb, &p, dir);
-		} else if (gw_admitted(&p)) {
+		} else if (gw_admitted(gw_conn_id(&p))) {
 			__u64 t0 = bpf_ktime_get_ns();
 
 			gw_http_packet(skb, &p, dir);

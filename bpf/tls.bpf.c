@@ -10,7 +10,7 @@
  * serves from its own buffer.
  *
  * Userspace makes this object reuse the packet object's gw_hash_key,
- * gw_hdr_table, gw_counters and gw_events maps, so a credential hashes the same
+ * gw_hdr_table, gw_counters, gw_admit and gw_events maps, so a credential hashes the same
  * on both paths and every event leaves through one ring buffer. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -19,6 +19,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "include/gw_http.h"
+#include "include/gw_budget.h"
 
 #define GW_TLS_MAX_CHUNKS 8 /* GW_CHUNK bytes each: 16 KiB parsed per call at most */
 #define GW_TLS_MAX_MSGS 4 /* pipelined messages looked for in one call's buffer */
@@ -400,7 +401,15 @@ static __always_inline int gw_tls_exit(void *map, long rc, int ex, __u32 dir)
 		bpf_map_update_elem(&gw_tls_socks, &sk, &c.ends, BPF_ANY);
 	else if ((known = bpf_map_lookup_elem(&gw_tls_socks, &sk)))
 		c.ends = *known;
-	gw_tls_data(&c);
+	if (!gw_budget_on) {
+		gw_tls_data(&c);
+	} else if (gw_admitted(c.key.ssl ^ ((__u64)c.key.tgid << 32))) {
+		/* one SSL object, both directions: the same decision */
+		__u64 t0 = bpf_ktime_get_ns();
+
+		gw_tls_data(&c);
+		gw_count_add(GW_CNT_PARSE_NS, bpf_ktime_get_ns() - t0);
+	}
 	return 0;
 out:
 	bpf_map_delete_elem(map, &id);

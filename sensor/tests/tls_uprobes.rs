@@ -140,9 +140,11 @@ impl Collector {
 }
 
 fn setup(libraries: Vec<PathBuf>) -> (&'static Probe, TlsProbe) {
-    let p: &'static Probe = Box::leak(Box::new(
-        Probe::load(&CaptureConfig::default()).expect("loading net.bpf.c"),
-    ));
+    setup_with(&CaptureConfig::default(), libraries)
+}
+
+fn setup_with(cfg: &CaptureConfig, libraries: Vec<PathBuf>) -> (&'static Probe, TlsProbe) {
+    let p: &'static Probe = Box::leak(Box::new(Probe::load(cfg).expect("loading net.bpf.c")));
     let t = TlsProbe::load(
         p,
         &TlsConfig {
@@ -266,6 +268,44 @@ fn keep_alive_requests_and_bodies_are_followed_per_connection() {
         3
     );
     assert_eq!(evs.len(), 12, "{}", serde_json::to_string(&evs).unwrap());
+}
+
+#[test]
+fn under_a_cpu_budget_tls_calls_are_skipped_and_counted_or_parsed_and_timed() {
+    require_tls_env!();
+    let cfg = CaptureConfig {
+        cpu_budget_percent: 10.0,
+        ..CaptureConfig::default()
+    };
+    let (p, _t) = setup_with(&cfg, vec![LIBSSL.into()]);
+    let col = Collector::new(p);
+    let c = certs();
+    let counters = || p.counters().unwrap();
+
+    // Nothing admitted: the calls are counted, not parsed.
+    p.set_admit(0).unwrap();
+    let shed0 = counters().get("shed_packets");
+    let pid = run_pair(&c, &["--path", "/shed", "--count", "3"]);
+    assert!(
+        col.of_pid(pid, 1).is_empty(),
+        "a skipped connection gave events"
+    );
+    let shed = counters().get("shed_packets") - shed0;
+    assert!(
+        shed >= 12,
+        "3 exchanges are at least 12 SSL calls, {shed} counted"
+    );
+
+    // Everything admitted: the same exchange is seen whole, and its parsing timed.
+    p.set_admit(gatewatch::capture::governor::ADMIT_ALL)
+        .unwrap();
+    let ns0 = counters().get("parse_ns");
+    let pid = run_pair(&c, &["--path", "/kept", "--count", "3"]);
+    assert_eq!(col.of_pid(pid, 12).len(), 12);
+    assert!(
+        counters().get("parse_ns") > ns0,
+        "TLS parsing is charged to the budget"
+    );
 }
 
 #[test]

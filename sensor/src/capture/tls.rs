@@ -2,9 +2,10 @@
 //! attaches uprobes to `SSL_read`, `SSL_read_ex`, `SSL_write` and `SSL_write_ex`
 //! of each OpenSSL `libssl` shared library found (or configured).
 //!
-//! The TLS object reuses the packet object's hash key, header table, counters and
-//! ring buffer, so a credential hashes the same over TLS and plaintext and every
-//! event arrives through the one ring buffer `gatewatch run` already reads.
+//! The TLS object reuses the packet object's hash key, header table, counters,
+//! CPU-budget threshold and ring buffer, so a credential hashes the same over
+//! TLS and plaintext, one budget covers both paths, and every event arrives
+//! through the one ring buffer `gatewatch run` already reads.
 //! A uprobe on a library file covers every process that maps that file, including
 //! processes started later. Programs that link OpenSSL or BoringSSL statically
 //! (Go, rustls, Envoy, Node's bundled OpenSSL, ...) are not covered.
@@ -245,6 +246,8 @@ fn open_and_load(probe: &Probe, with_sock_tps: bool) -> Result<TlsSkel<'static>>
         ro.gw_body_wait_ns = net_ro.gw_body_wait_ns;
         ro.gw_byte_path_only = net_ro.gw_byte_path_only;
         ro.gw_hdr_seed = net_ro.gw_hdr_seed;
+        ro.gw_budget_on = net_ro.gw_budget_on;
+        ro.gw_admit_seed = net_ro.gw_admit_seed;
     }
     let net = &probe.skel.maps;
     open.maps
@@ -263,6 +266,10 @@ fn open_and_load(probe: &Probe, with_sock_tps: bool) -> Result<TlsSkel<'static>>
         .gw_events
         .reuse_fd(net.gw_events.as_fd())
         .context("sharing the ring buffer")?;
+    open.maps
+        .gw_admit
+        .reuse_fd(net.gw_admit.as_fd())
+        .context("sharing the CPU budget's admission threshold")?;
     if !with_sock_tps {
         open.progs.gw_tls_sock_send.set_autoload(false);
         open.progs.gw_tls_sock_recv.set_autoload(false);
