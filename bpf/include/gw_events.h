@@ -224,7 +224,7 @@ enum gw_counter {
 	GW_CNT_FRAGMENTS,
 	GW_CNT_NOT_HTTP, /* looked like a start line, was not one */
 	GW_CNT_L4_MAP_FULL, /* L4 counter map had no room for a new key */
-	GW_CNT_SHED_PACKETS, /* payload packets of flows the CPU budget left uninspected */
+	GW_CNT_SHED_PACKETS, /* payload packets and TLS calls the CPU budget left uninspected */
 	GW_CNT_PARSE_NS, /* ns spent parsing inspected payload packets (only with a budget) */
 	GW_CNT_MAX,
 };

@@ -432,7 +432,7 @@ pub struct SensorStats {
     pub flow_state_lost: u64,
     /// Events userspace could not decode (size mismatch): a bug, counted, never silent.
     pub decode_errors: u64,
-    /// Payload packets left uninspected because the CPU budget
+    /// Payload packets (and TLS read/write calls) left uninspected because the CPU budget
     /// (`capture.cpu_budget_percent`) was spent: sampled, counted, never silent.
     #[serde(default)]
     pub shed_packets: u64,

@@ -304,7 +304,7 @@ pub struct Metrics {
     pub ringbuf_drops: Counter,
     /// `parse_truncations_total`: header blocks cut at the kernel parse window.
     pub parse_truncations: Counter,
-    /// `capture_shed_packets_total`: payload packets left uninspected by the CPU budget.
+    /// `capture_shed_packets_total`: payload packets (and TLS calls) left uninspected by the CPU budget.
     pub capture_shed_packets: Counter,
     /// `capture_inspected_ratio`: share 0..1 of connections inspected (1 without a budget).
     pub capture_inspected_ratio: FloatGauge,
@@ -460,7 +460,7 @@ impl Metrics {
         render_single(
             &mut o,
             "capture_shed_packets_total",
-            "Payload packets left uninspected because capture.cpu_budget_percent was spent.",
+            "Payload packets and TLS calls left uninspected because capture.cpu_budget_percent was spent.",
             &self.capture_shed_packets,
         );
         render_single(
