@@ -205,6 +205,16 @@ static __always_inline __u64 gw_conn_id(struct gw_pkt *p)
 	       ((__u64)((lo << 16) | hi) << 32);
 }
 
+static __always_inline int gw_inspected(struct gw_pkt *p)
+{
+	int a = gw_admission(gw_conn_id(p));
+
+	if (a == GW_INSPECT || (a == GW_SKIP_IF_IDLE && bpf_map_lookup_elem(&gw_flows, &p->fk)))
+		return 1;
+	gw_count(GW_CNT_SHED_PACKETS);
+	return 0;
+}
+
 static __always_inline void gw_fill_hdr(struct gw_work *w, struct __sk_buff *skb, struct gw_pkt *p,
 					__u8 dir)
 {
@@ -460,7 +470,7 @@ static __always_inline int gw_handle(struct __sk_buff *skb, __u8 dir)
 		gw_count(GW_CNT_TCP_PAYLOAD);
 		if (!gw_budget_on) {
 			gw_http_packet(skb, &p, dir);
-		} else if (gw_admitted(gw_conn_id(&p))) {
+		} else if (gw_inspected(&p)) {
 			__u64 t0 = bpf_ktime_get_ns();
 
 			gw_http_packet(skb, &p, dir);

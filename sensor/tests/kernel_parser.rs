@@ -1399,3 +1399,58 @@ fn a_cpu_budget_inspects_a_sample_of_whole_connections_and_counts_the_rest() {
     assert_eq!(run_frames(&p, &exchange(40002)).unwrap().len(), 2);
     assert_eq!(p.counters().unwrap().get("shed_packets"), 0);
 }
+
+#[test]
+fn a_new_sampling_key_inspects_other_connections_and_finishes_messages_under_way() {
+    use gatewatch::capture::governor::ADMIT_ALL;
+    require_root!();
+    let cfg = CaptureConfig {
+        cpu_budget_percent: 10.0,
+        body_wait_ms: 300, // the grace period after a new key
+        ..CaptureConfig::default()
+    };
+    let p = Probe::load(&cfg).expect("loading BPF programs");
+    let req = b"GET /k HTTP/1.1\r\nHost: a\r\nUser-Agent: grace-agent\r\n\r\n";
+    let client = |port: u16| Flow {
+        sport: port,
+        ..FLOW
+    };
+    let inspected = |p: &Probe| -> std::collections::BTreeSet<u16> {
+        (42000..42200u16)
+            .filter(|port| !run_frames(p, &[v4(&client(*port), 1, req)]).unwrap().is_empty())
+            .collect()
+    };
+
+    // Half the connections, and a new key picks a different half.
+    p.set_admission(ADMIT_ALL / 2, true).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400)); // past the grace period
+    let first = inspected(&p);
+    p.set_admission(ADMIT_ALL / 2, true).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let second = inspected(&p);
+    for set in [&first, &second] {
+        assert!((60..=140).contains(&set.len()), "{} of 200 at 50%", set.len());
+    }
+    let both = first.intersection(&second).count();
+    assert!(
+        both < first.len() * 3 / 4,
+        "a new key must reshuffle: {both} of {} kept",
+        first.len()
+    );
+
+    // A message under way when the key changes is finished, even though its
+    // connection is no longer sampled; a new message in the grace period is not.
+    p.set_admit(ADMIT_ALL).unwrap();
+    let busy = client(43000);
+    assert!(run_frames(&p, &[v4(&busy, 100, &req[..20])]).unwrap().is_empty());
+    p.set_admission(0, true).unwrap();
+    let evs = run_frames(&p, &[v4(&busy, 120, &req[20..])]).unwrap();
+    assert_eq!(evs.len(), 1, "the split request is finished: {evs:?}");
+    assert_eq!(http(&evs[0]).headers["user-agent"], "grace-agent");
+    assert!(run_frames(&p, &[v4(&client(43001), 1, req)]).unwrap().is_empty());
+    // After the grace period the same connection is skipped like any other.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let shed0 = p.counters().unwrap().get("shed_packets");
+    assert!(run_frames(&p, &[v4(&busy, 100 + req.len() as u32, req)]).unwrap().is_empty());
+    assert_eq!(p.counters().unwrap().get("shed_packets"), shed0 + 1);
+}

@@ -49,7 +49,7 @@ impl Governor {
 
     /// Share of connections inspected, 0..=100.
     pub fn admitted_percent(&self) -> f64 {
-        f64::from(self.admit) * 100.0 / f64::from(ADMIT_ALL)
+        percent(self.admit)
     }
 
     /// One observation: CPU spent by the kernel's parsing and by the sensor
@@ -95,13 +95,26 @@ impl Governor {
     }
 }
 
+/// While sampling, a new sampling key this often: with few long-lived
+/// connections (a gateway behind a load balancer) each is inspected in turn
+/// instead of the same ones forever.
+pub const ROTATE: Duration = Duration::from_secs(10);
+
+/// What the kernel should do now: the threshold, and whether to draw a new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub admit: u32,
+    pub new_key: bool,
+}
+
 /// The controller fed from the sensor's main loop: call [`Budget::poll`] as
-/// often as convenient with the kernel's `parse_ns` total; it looks once per
-/// [`TICK`] and returns a new threshold for `Probe::set_admit` when one is due.
+/// often as convenient with the kernel's counters; it looks once per [`TICK`]
+/// and returns a [`Step`] for `Probe::set_admission` when one is due.
 #[derive(Debug)]
 pub struct Budget {
     pub governor: Governor,
     at: Instant,
+    rotated_at: Instant,
     parse_ns: u64,
     cpu_ns: u64,
     payload: u64,
@@ -112,6 +125,7 @@ impl Budget {
         Budget {
             governor: Governor::new(budget_percent),
             at: Instant::now(),
+            rotated_at: Instant::now(),
             parse_ns: parse_ns_total,
             cpu_ns: process_cpu_ns(),
             payload: payload_total,
@@ -119,7 +133,7 @@ impl Budget {
     }
 
     /// `payload_total`: the kernel's `tcp_payload_packets` counter.
-    pub fn poll(&mut self, parse_ns_total: u64, payload_total: u64) -> Option<u32> {
+    pub fn poll(&mut self, parse_ns_total: u64, payload_total: u64) -> Option<Step> {
         let wall = self.at.elapsed();
         if wall < TICK {
             return None;
@@ -133,8 +147,22 @@ impl Budget {
         );
         (self.at, self.parse_ns, self.cpu_ns, self.payload) =
             (Instant::now(), parse_ns_total, cpu, payload_total);
-        change
+        // A sampling spell keeps its first key for ROTATE, then a new one every ROTATE.
+        let sampling = self.governor.admit() < ADMIT_ALL;
+        let new_key = sampling && self.rotated_at.elapsed() >= ROTATE;
+        if new_key || !sampling {
+            self.rotated_at = Instant::now();
+        }
+        (change.is_some() || new_key).then_some(Step {
+            admit: self.governor.admit(),
+            new_key,
+        })
     }
+}
+
+/// A threshold as the share of connections it inspects, 0..=100.
+pub fn percent(admit: u32) -> f64 {
+    f64::from(admit) * 100.0 / f64::from(ADMIT_ALL)
 }
 
 /// CPU time of this whole process (every thread), in nanoseconds.

@@ -199,9 +199,6 @@ impl Probe {
             ro.gw_byte_path_only = u8::from(cfg.byte_path_only);
             ro.gw_hdr_seed = hdr_seed;
             ro.gw_budget_on = u8::from(cfg.cpu_budget_percent > 0.0);
-            let mut s = [0u8; 8];
-            getrandom::fill(&mut s).map_err(|e| anyhow::anyhow!("admission seed: {e}"))?;
-            ro.gw_admit_seed = u64::from_ne_bytes(s);
         }
         if let Some(other) = key_of {
             open.maps
@@ -240,14 +237,7 @@ impl Probe {
                 )
                 .with_context(|| format!("writing header {:?} to the kernel table", entry.name))?;
         }
-        skel.maps
-            .gw_admit
-            .update(
-                &0u32.to_ne_bytes(),
-                &governor::ADMIT_ALL.to_ne_bytes(),
-                MapFlags::ANY,
-            )
-            .context("writing the admission threshold")?;
+        write_admission(&skel, governor::ADMIT_ALL, random_u64()?, 0)?;
         if key_of.is_some() {
             return Ok(Probe { skel, table }); // the key is the other probe's, already frozen
         }
@@ -268,12 +258,32 @@ impl Probe {
 
     /// Share of connections the kernel inspects when a CPU budget is on, out
     /// of [`governor::ADMIT_ALL`] (ignored by the kernel without a budget).
+    /// `new_key` draws a new sampling key, so other connections are inspected
+    /// from now on (messages under way are finished first, see gw_budget.h).
+    pub fn set_admission(&self, admit: u32, new_key: bool) -> Result<()> {
+        let (key, rotated_ns) = if new_key {
+            (random_u64()?, clock::boot_ns())
+        } else {
+            let cur = self
+                .skel
+                .maps
+                .gw_admit
+                .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+                .context("reading the admission state")?
+                .unwrap_or_default();
+            let word = |at: usize| {
+                cur.get(at..at + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u64::from_ne_bytes)
+            };
+            (word(0), word(8))
+        };
+        write_admission(&self.skel, admit, key, rotated_ns)
+    }
+
+    /// [`Probe::set_admission`] keeping the current key.
     pub fn set_admit(&self, admit: u32) -> Result<()> {
-        self.skel
-            .maps
-            .gw_admit
-            .update(&0u32.to_ne_bytes(), &admit.to_ne_bytes(), MapFlags::ANY)
-            .context("writing the admission threshold")
+        self.set_admission(admit, false)
     }
 
     /// Sum of the per-CPU counters.
@@ -295,6 +305,29 @@ impl Probe {
         }
         Ok(out)
     }
+}
+
+const _: () = assert!(
+    std::mem::size_of::<skel::types::gw_admit_state>() == 24,
+    "struct gw_admit_state and write_admission disagree"
+);
+
+/// `struct gw_admit_state` as the kernel reads it: key, rotated_ns, admit, pad.
+fn write_admission(skel: &NetSkel<'_>, admit: u32, key: u64, rotated_ns: u64) -> Result<()> {
+    let mut v = [0u8; 24];
+    v[..8].copy_from_slice(&key.to_ne_bytes());
+    v[8..16].copy_from_slice(&rotated_ns.to_ne_bytes());
+    v[16..20].copy_from_slice(&admit.to_ne_bytes());
+    skel.maps
+        .gw_admit
+        .update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)
+        .context("writing the admission state")
+}
+
+fn random_u64() -> Result<u64> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("drawing a random key: {e}"))?;
+    Ok(u64::from_ne_bytes(b))
 }
 
 fn bump_memlock_rlimit() {

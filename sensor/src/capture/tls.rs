@@ -247,7 +247,6 @@ fn open_and_load(probe: &Probe, with_sock_tps: bool) -> Result<TlsSkel<'static>>
         ro.gw_byte_path_only = net_ro.gw_byte_path_only;
         ro.gw_hdr_seed = net_ro.gw_hdr_seed;
         ro.gw_budget_on = net_ro.gw_budget_on;
-        ro.gw_admit_seed = net_ro.gw_admit_seed;
     }
     let net = &probe.skel.maps;
     open.maps

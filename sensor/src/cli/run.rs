@@ -310,15 +310,15 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
         metrics
             .capture_shed_packets
             .set_total(now.get("shed_packets"));
-        if let Some(admit) = budget
+        if let Some(step) = budget
             .as_mut()
             .and_then(|b| b.poll(now.get("parse_ns"), now.get("tcp_payload_packets")))
         {
-            if let Err(e) = probe.set_admit(admit) {
+            if let Err(e) = probe.set_admission(step.admit, step.new_key) {
                 tracing::warn!("CPU budget: {e:#}");
             }
             let was = inspected_percent;
-            inspected_percent = f64::from(admit) * 100.0 / f64::from(governor::ADMIT_ALL);
+            inspected_percent = governor::percent(step.admit);
             metrics
                 .capture_inspected_ratio
                 .set(inspected_percent / 100.0);
