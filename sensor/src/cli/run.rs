@@ -4,6 +4,8 @@
 //! workers (one Rhai engine each) evaluate events sharded by flow; one writer
 //! thread owns the outputs, the audit trail and the alert metrics.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -191,12 +193,16 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let ring_errors = Arc::clone(&decode_errors);
     // The MCP tracker needs capture order, so it runs here, before sharding.
     let mut tracker = Tracker::new(&cfg.mcp);
+    // Set by the CPU budget below, read by the tracker (same thread).
+    let sampling = Rc::new(Cell::new(false));
+    let tracker_sampling = Rc::clone(&sampling);
     let tracker_metrics = Arc::clone(&metrics);
     let mut builder = RingBufferBuilder::new();
     builder
         .add(&probe.skel.maps.gw_events, move |data: &[u8]| {
             match decoder.decode(data, None) {
                 Ok(mut ev) => {
+                    tracker.set_sampling(tracker_sampling.get());
                     tracker.observe(&mut ev);
                     tracker_metrics
                         .session_tracker_size
@@ -319,6 +325,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
             }
             let was = inspected_percent;
             inspected_percent = governor::percent(step.admit);
+            sampling.set(step.admit < governor::ADMIT_ALL);
             metrics
                 .capture_inspected_ratio
                 .set(inspected_percent / 100.0);

@@ -384,6 +384,11 @@ pub struct McpContext {
     /// sensor are no longer expected.
     #[serde(default)]
     pub tracker_warm: bool,
+    /// The sensor inspected only a sample of connections (CPU budget) now or
+    /// within `mcp.warmup_secs`: sessions may have been issued, initialised or
+    /// ended unseen.
+    #[serde(default)]
+    pub sampled: bool,
     /// The request (for a response: the request it answers) sent an `Origin`
     /// not in `mcp.allowed_origins` (empty list: not a loopback page to a loopback server).
     #[serde(default)]

@@ -121,6 +121,10 @@ pub struct Tracker {
     first_ns: Option<i64>,
     last_ns: i64,
     last_sweep_ns: i64,
+    /// The CPU budget has the kernel sampling connections now
+    /// (`capture.cpu_budget_percent`), and until when the view counts as partial.
+    sampling: bool,
+    sampled_until_ns: i64,
     counters: TrackerCounters,
 }
 
@@ -188,6 +192,8 @@ impl Tracker {
             first_ns: None,
             last_ns: 0,
             last_sweep_ns: 0,
+            sampling: false,
+            sampled_until_ns: i64::MIN,
             counters: TrackerCounters::default(),
         }
     }
@@ -199,6 +205,14 @@ impl Tracker {
 
     pub fn counters(&self) -> &TrackerCounters {
         &self.counters
+    }
+
+    /// Whether the kernel inspects only a sample of connections now. While it
+    /// does, and for `mcp.warmup_secs` after, handshakes, issued ids and ends
+    /// may have gone unseen: contexts say `sampled` so rules do not read a gap
+    /// as an attack.
+    pub fn set_sampling(&mut self, on: bool) {
+        self.sampling = on;
     }
 
     /// Follows one event and, for MCP traffic, sets `ev.mcp_context`.
@@ -213,6 +227,10 @@ impl Tracker {
             self.expire_idle(now);
         }
         let warm = now - first >= secs(self.cfg.warmup_secs);
+        if self.sampling {
+            self.sampled_until_ns = now.saturating_add(secs(self.cfg.warmup_secs));
+        }
+        let sampled = self.sampling || now < self.sampled_until_ns;
         let ctx = match ev.kind {
             EventKind::HttpRequest => self.on_request(ev, now),
             EventKind::HttpResponse => self.on_response(ev, now),
@@ -220,6 +238,7 @@ impl Tracker {
         };
         ev.mcp_context = ctx.map(|mut c| {
             c.tracker_warm = warm;
+            c.sampled = sampled;
             c
         });
     }
@@ -359,6 +378,7 @@ impl Tracker {
             transport,
             endpoint,
             tracker_warm: false,
+            sampled: false,
             origin_refused,
             host_refused,
             session,
@@ -500,6 +520,7 @@ impl Tracker {
             transport,
             endpoint: req.endpoint,
             tracker_warm: false,
+            sampled: false,
             origin_refused: req.origin_refused,
             host_refused: req.host_refused,
             session,

@@ -570,3 +570,26 @@ fn contexts_validate_against_the_event_schema() {
         assert!(errors.is_empty(), "{errors:#?}\n{v:#}");
     }
 }
+
+#[test]
+fn contexts_say_sampled_while_the_budget_samples_and_for_the_warmup_after() {
+    let cfg = McpConfig {
+        warmup_secs: 30,
+        ..McpConfig::default()
+    };
+    let mut t = Tracker::new(&cfg);
+    let ask = |t: &mut Tracker, at: usize| {
+        seen(
+            t,
+            req(at, CLIENT, 51000, with_session("tools/list", "2025-11-25")),
+        )
+    };
+    assert!(!ask(&mut t, 0).sampled, "no budget, no sampling");
+    t.set_sampling(true);
+    assert!(ask(&mut t, 10).sampled);
+    t.set_sampling(false);
+    // Sessions issued or initialised during the spell may have gone unseen
+    // until warmup_secs after its last event.
+    assert!(ask(&mut t, 39).sampled);
+    assert!(!ask(&mut t, 41).sampled);
+}
