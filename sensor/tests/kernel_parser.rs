@@ -1417,7 +1417,11 @@ fn a_new_sampling_key_inspects_other_connections_and_finishes_messages_under_way
     };
     let inspected = |p: &Probe| -> std::collections::BTreeSet<u16> {
         (42000..42200u16)
-            .filter(|port| !run_frames(p, &[v4(&client(*port), 1, req)]).unwrap().is_empty())
+            .filter(|port| {
+                !run_frames(p, &[v4(&client(*port), 1, req)])
+                    .unwrap()
+                    .is_empty()
+            })
             .collect()
     };
 
@@ -1429,7 +1433,11 @@ fn a_new_sampling_key_inspects_other_connections_and_finishes_messages_under_way
     std::thread::sleep(std::time::Duration::from_millis(400));
     let second = inspected(&p);
     for set in [&first, &second] {
-        assert!((60..=140).contains(&set.len()), "{} of 200 at 50%", set.len());
+        assert!(
+            (60..=140).contains(&set.len()),
+            "{} of 200 at 50%",
+            set.len()
+        );
     }
     let both = first.intersection(&second).count();
     assert!(
@@ -1442,15 +1450,21 @@ fn a_new_sampling_key_inspects_other_connections_and_finishes_messages_under_way
     // connection is no longer sampled; a new message in the grace period is not.
     p.set_admit(ADMIT_ALL).unwrap();
     let busy = client(43000);
-    assert!(run_frames(&p, &[v4(&busy, 100, &req[..20])]).unwrap().is_empty());
+    assert!(run_frames(&p, &[v4(&busy, 100, &req[..20])])
+        .unwrap()
+        .is_empty());
     p.set_admission(0, true).unwrap();
     let evs = run_frames(&p, &[v4(&busy, 120, &req[20..])]).unwrap();
     assert_eq!(evs.len(), 1, "the split request is finished: {evs:?}");
     assert_eq!(http(&evs[0]).headers["user-agent"], "grace-agent");
-    assert!(run_frames(&p, &[v4(&client(43001), 1, req)]).unwrap().is_empty());
+    assert!(run_frames(&p, &[v4(&client(43001), 1, req)])
+        .unwrap()
+        .is_empty());
     // After the grace period the same connection is skipped like any other.
     std::thread::sleep(std::time::Duration::from_millis(400));
     let shed0 = p.counters().unwrap().get("shed_packets");
-    assert!(run_frames(&p, &[v4(&busy, 100 + req.len() as u32, req)]).unwrap().is_empty());
+    assert!(run_frames(&p, &[v4(&busy, 100 + req.len() as u32, req)])
+        .unwrap()
+        .is_empty());
     assert_eq!(p.counters().unwrap().get("shed_packets"), shed0 + 1);
 }
