@@ -355,6 +355,22 @@ static __always_inline int gw_skip_body(struct gw_pkt *p, struct gw_work *w, __u
 	return 1;
 }
 
+/* The first avail (1..8) bytes at off into the low bytes of *start, the rest
+ * zero, as bpf_skb_load_bytes(skb, off, start, avail) leaves them: one load
+ * from the linear area when 8 bytes are there, else the helper. (The offset
+ * bound keeps the packet pointer's range one the verifier can check.) */
+static __always_inline long gw_load_start(struct __sk_buff *skb, __u32 off, __u64 avail, __u64 *start)
+{
+	void *end = (void *)(long)skb->data_end;
+	const __u64 *src = (void *)(long)skb->data + (off & 0x7fff);
+
+	if (!gw_skb_loads_only && off <= 0x7fff && (void *)(src + 1) <= end) {
+		*start = *src & gw_mask(avail);
+		return 0;
+	}
+	return bpf_skb_load_bytes(skb, off, start, avail);
+}
+
 static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt *p, __u8 dir)
 {
 	__u32 zero = 0, pos = 0;
@@ -418,7 +434,7 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			if (avail > 8)
 				avail = 8;
 			avail = ((avail - 1) & 7) + 1;
-			if (bpf_skb_load_bytes(skb, p->poff + pos, &start, avail) < 0)
+			if (gw_load_start(skb, p->poff + pos, avail, &start) < 0)
 				return;
 			/* RFC 9112 2.2: empty lines before a request line are ignored, so a
 			 * CRLF between pipelined messages must not hide the next one. */

@@ -1511,8 +1511,9 @@ fn header_corpus() -> Vec<Vec<u8>> {
         ip4(5, 0, 17, None, &tcp(sport(), 5, 0x18, GET)),
     );
     // Lengths: GSO (0), longer than the frame (snaplen), shorter than the
-    // IP header, shorter than the TCP header, within the payload.
-    for tot in [0u16, 200, 2000, 19, 30, 40, 50] {
+    // IP header, shorter than the TCP header, within the payload (1, 2, 3
+    // bytes of it followed by more in the frame).
+    for tot in [0u16, 200, 2000, 19, 30, 40, 41, 42, 43, 50] {
         add(
             eth(&[], V4),
             ip4(5, 0, 6, Some(tot), &tcp(sport(), 5, 0x18, GET)),
@@ -1594,7 +1595,8 @@ fn header_corpus() -> Vec<Vec<u8>> {
     out
 }
 
-/// Reading headers straight from the linear area is an optimisation only:
+/// Reading headers (and a payload's first bytes, to see whether a message
+/// starts) straight from the linear area is an optimisation only:
 /// over the header corpus, the program that reads them with
 /// bpf_skb_load_bytes (the path taken when a frame's headers are paged)
 /// gives the same events, the same counters and the same L4 counts.
