@@ -51,6 +51,33 @@ struct gw_pkt {
 	__u32 plen; /* payload length (from the IP header, not skb->len) */
 };
 
+/* Test only: 1 reads every header with bpf_skb_load_bytes, as for a frame
+ * whose headers are not in the linear area (BPF_PROG_TEST_RUN's frames always
+ * are). sensor/tests/kernel_parser.rs compares the two paths. */
+const volatile __u8 gw_skb_loads_only = 0;
+
+/* Copy the header at [off, off + sizeof(*dst)) of the frame into *dst: read
+ * straight from the linear area when it is all there (no helper call), else
+ * with bpf_skb_load_bytes, which also reaches paged data. The same bytes and
+ * the same result (0, or < 0 past the end of the frame) either way: skb->data
+ * is where bpf_skb_load_bytes counts from, and the linear area is a prefix of
+ * the frame. The copy is made here so that only scalars and one stack copy
+ * flow on (the verifier does not see two kinds of pointer downstream). Loads
+ * are as wide as the header's fields, aligned or not: x86-64 and arm64 (the
+ * only targets, see build.rs) have efficient unaligned access, so the
+ * verifier allows it. */
+#define gw_load_hdr(skb, off, dst)                                                       \
+	({                                                                               \
+		void *__end = (void *)(long)(skb)->data_end;                             \
+		const typeof(*(dst)) *__src = (void *)(long)(skb)->data + (off);         \
+		long __ret = 0;                                                          \
+		if (!gw_skb_loads_only && (void *)(__src + 1) <= __end)                  \
+			*(dst) = *__src;                                                 \
+		else                                                                     \
+			__ret = bpf_skb_load_bytes(skb, off, dst, sizeof(*(dst)));       \
+		__ret;                                                                   \
+	})
+
 static __always_inline int gw_parse_l3l4(struct __sk_buff *skb, struct gw_pkt *p)
 {
 	__u32 off = ETH_HLEN;
@@ -58,17 +85,17 @@ static __always_inline int gw_parse_l3l4(struct __sk_buff *skb, struct gw_pkt *p
 	__u8 l4;
 	__u32 l3_total;
 
-	if (bpf_skb_load_bytes(skb, 12, &proto, 2) < 0)
+	if (gw_load_hdr(skb, 12, &proto) < 0)
 		return -1;
 	proto = bpf_ntohs(proto);
 	/* Up to two VLAN tags still in the frame (offloaded tags are not in the data). */
 	if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
-		if (bpf_skb_load_bytes(skb, off + 2, &proto, 2) < 0)
+		if (gw_load_hdr(skb, off + 2, &proto) < 0)
 			return -1;
 		proto = bpf_ntohs(proto);
 		off += 4;
 		if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
-			if (bpf_skb_load_bytes(skb, off + 2, &proto, 2) < 0)
+			if (gw_load_hdr(skb, off + 2, &proto) < 0)
 				return -1;
 			proto = bpf_ntohs(proto);
 			off += 4;
@@ -78,7 +105,7 @@ static __always_inline int gw_parse_l3l4(struct __sk_buff *skb, struct gw_pkt *p
 	if (proto == ETH_P_IP) {
 		struct iphdr ip;
 
-		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0) {
+		if (gw_load_hdr(skb, off, &ip) < 0) {
 			gw_count(GW_CNT_SHORT_HEADERS);
 			return -1;
 		}
@@ -108,7 +135,7 @@ static __always_inline int gw_parse_l3l4(struct __sk_buff *skb, struct gw_pkt *p
 		struct ipv6hdr ip6;
 		int i;
 
-		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0) {
+		if (gw_load_hdr(skb, off, &ip6) < 0) {
 			gw_count(GW_CNT_SHORT_HEADERS);
 			return -1;
 		}
@@ -123,7 +150,10 @@ static __always_inline int gw_parse_l3l4(struct __sk_buff *skb, struct gw_pkt *p
 		/* Skip a bounded number of extension headers. */
 #pragma unroll
 		for (i = 0; i < 4; i++) {
-			__u8 ext[2];
+			struct {
+				__u8 next;
+				__u8 len; /* in 8-byte units, not counting the first 8 */
+			} ext;
 			__u32 elen;
 
 			if (l4 != 0 && l4 != 43 && l4 != 60 && l4 != 44)
@@ -132,14 +162,14 @@ static __always_inline int gw_parse_l3l4(struct __sk_buff *skb, struct gw_pkt *p
 				gw_count(GW_CNT_FRAGMENTS);
 				return -1;
 			}
-			if (bpf_skb_load_bytes(skb, off, ext, 2) < 0)
+			if (gw_load_hdr(skb, off, &ext) < 0)
 				return -1;
-			elen = (ext[1] + 1) * 8;
+			elen = (ext.len + 1) * 8;
 			if (l3_total < elen)
 				return -1;
 			l3_total -= elen;
 			off += elen;
-			l4 = ext[0];
+			l4 = ext.next;
 		}
 		if (l4 != IPPROTO_TCP_)
 			return -1;
@@ -152,7 +182,7 @@ static __always_inline int gw_parse_l3l4(struct __sk_buff *skb, struct gw_pkt *p
 		struct tcphdr tcp;
 		__u32 doff;
 
-		if (bpf_skb_load_bytes(skb, off, &tcp, sizeof(tcp)) < 0) {
+		if (gw_load_hdr(skb, off, &tcp) < 0) {
 			gw_count(GW_CNT_SHORT_HEADERS);
 			return -1;
 		}
@@ -300,6 +330,22 @@ static __always_inline int gw_skip_body(struct gw_pkt *p, struct gw_work *w, __u
 	return 1;
 }
 
+/* The first avail (1..8) bytes at off into the low bytes of *start, the rest
+ * zero, as bpf_skb_load_bytes(skb, off, start, avail) leaves them: one load
+ * from the linear area when 8 bytes are there, else the helper. (The offset
+ * bound keeps the packet pointer's range one the verifier can check.) */
+static __always_inline long gw_load_start(struct __sk_buff *skb, __u32 off, __u64 avail, __u64 *start)
+{
+	void *end = (void *)(long)skb->data_end;
+	const __u64 *src = (void *)(long)skb->data + (off & 0x7fff);
+
+	if (!gw_skb_loads_only && off <= 0x7fff && (void *)(src + 1) <= end) {
+		*start = *src & gw_mask(avail);
+		return 0;
+	}
+	return bpf_skb_load_bytes(skb, off, start, avail);
+}
+
 static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt *p, __u8 dir)
 {
 	__u32 zero = 0, pos = 0;
@@ -363,7 +409,7 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			if (avail > 8)
 				avail = 8;
 			avail = ((avail - 1) & 7) + 1;
-			if (bpf_skb_load_bytes(skb, p->poff + pos, &start, avail) < 0)
+			if (gw_load_start(skb, p->poff + pos, avail, &start) < 0)
 				return;
 			/* RFC 9112 2.2: empty lines before a request line are ignored, so a
 			 * CRLF between pipelined messages must not hide the next one. */

@@ -69,7 +69,8 @@ fn main() {
         "HTTP/1.1 200 OK\r\nServer: nginx/1.24.0\r\nDate: Tue, 01 Dec 2026 13:00:00 GMT\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{json}",
         json.len()
     );
-    let cases: [(&str, Vec<u8>); 6] = [
+    let cases: [(&str, Vec<u8>); 7] = [
+        ("ACK (no payload)", common::v4_ctl(&flow, 0x10)),
         ("SYN (L4 counters)", syn),
         (
             "non-HTTP TCP (TLS record)",
@@ -97,22 +98,9 @@ fn main() {
         ),
     ];
     let repeat = 200_000;
-    println!("{:<32} {:>8} {:>12}", "packet", "bytes", "ns/packet");
-    for (name, frame) in &cases {
-        // Best of 5 runs: the VM's noise only ever adds time.
-        let best = (0..5)
-            .filter_map(|_| time_frame(&probe, frame, repeat).ok())
-            .min()
-            .unwrap_or(0);
-        println!("{name:<32} {:>8} {best:>12}", frame.len());
-    }
-    let c = probe.counters().unwrap_or_default();
-    println!(
-        "ring buffer drops during the bench: {}",
-        c.get("ringbuf_drops")
-    );
-    // What the verifier spent on each program. Programs come in id order, so
-    // the last one of each name is the newest load: ours.
+    // What the verifier spent on each program, read before the budget probe
+    // below loads. Programs come in id order, so the last one of each name is
+    // the newest load: ours.
     let mut newest = std::collections::BTreeMap::new();
     for info in libbpf_rs::query::ProgInfoIter::default() {
         let name = info.name.to_string_lossy().into_owned();
@@ -120,6 +108,41 @@ fn main() {
             newest.insert(name, info.verified_insns);
         }
     }
+    let best_of = |probe: &Probe, frame: &[u8]| {
+        // Best of 5 runs: the VM's noise only ever adds time.
+        (0..5)
+            .filter_map(|_| time_frame(probe, frame, repeat).ok())
+            .min()
+            .unwrap_or(0)
+    };
+    println!("{:<32} {:>8} {:>12}", "packet", "bytes", "ns/packet");
+    for (name, frame) in &cases {
+        println!(
+            "{name:<32} {:>8} {:>12}",
+            frame.len(),
+            best_of(&probe, frame)
+        );
+    }
+    // A payload packet of a connection the CPU budget sheds (nothing
+    // admitted): a hash and a counter, no parsing.
+    let shed = Probe::load(&CaptureConfig {
+        cpu_budget_percent: 10.0,
+        ..CaptureConfig::default()
+    })
+    .and_then(|p| p.set_admit(0).map(|()| p));
+    match shed {
+        Ok(sp) => {
+            let frame = common::v4(&flow, 1, get12.as_bytes());
+            let name = "GET12 shed by the CPU budget";
+            println!("{name:<32} {:>8} {:>12}", frame.len(), best_of(&sp, &frame));
+        }
+        Err(e) => eprintln!("tc_parse: budget probe: {e:#}"),
+    }
+    let c = probe.counters().unwrap_or_default();
+    println!(
+        "ring buffer drops during the bench: {}",
+        c.get("ringbuf_drops")
+    );
     for (name, insns) in newest {
         println!("verifier: {name}: {insns} instructions processed");
     }

@@ -56,6 +56,12 @@ pub struct CaptureConfig {
     #[doc(hidden)]
     #[serde(skip)]
     pub byte_path_only: bool,
+    /// Test only: read every packet header with bpf_skb_load_bytes, never
+    /// straight from the linear area, as for frames whose headers are paged
+    /// (test runs' frames are always linear); not settable from the config file.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub skb_loads_only: bool,
 }
 
 impl Default for CaptureConfig {
@@ -74,6 +80,7 @@ impl Default for CaptureConfig {
             attach_mode: attach::AttachMode::Auto,
             cpu_budget_percent: 0.0,
             byte_path_only: false,
+            skb_loads_only: false,
         }
     }
 }
@@ -197,6 +204,7 @@ impl Probe {
             ro.gw_l4_prefix_v4 = l4cfg.prefix_v4;
             ro.gw_l4_prefix_v6 = l4cfg.prefix_v6;
             ro.gw_byte_path_only = u8::from(cfg.byte_path_only);
+            ro.gw_skb_loads_only = u8::from(cfg.skb_loads_only);
             ro.gw_hdr_seed = hdr_seed;
             ro.gw_budget_on = u8::from(cfg.cpu_budget_percent > 0.0);
         }
