@@ -11,8 +11,9 @@
  * any flow lookup: a skipped packet costs a hash and a counter. While
  * sampling, userspace draws a new key every few seconds so that a gateway with
  * a few long-lived connections (behind a load balancer) has each of them
- * inspected in turn; for a grace period after a new key, a message already
- * under way is finished rather than cut. The TLS object reuses the packet
+ * inspected in turn; for a grace period after a new key (body_wait_ms, set
+ * and cleared by userspace so that skipped packets never read a clock), a
+ * message already under way is finished rather than cut. The TLS object reuses the packet
  * object's gw_admit map. */
 #ifndef GW_BUDGET_H
 #define GW_BUDGET_H
@@ -23,9 +24,8 @@ const volatile __u8 gw_budget_on = 0;
  * one packet, which costs at most that packet's sampling decision. */
 struct gw_admit_state {
 	__u64 key; /* the hash key, fresh per load and per rotation */
-	__u64 rotated_ns; /* CLOCK_BOOTTIME of the last new key */
 	__u32 admit; /* connections whose bucket is below this are inspected */
-	__u32 _pad;
+	__u32 grace; /* 1 for body_wait_ms after a new key (userspace clears it) */
 };
 
 struct {
@@ -61,7 +61,7 @@ static __always_inline int gw_admission(__u64 conn)
 	h ^= h >> 33;
 	if ((h & 0xffff) < st->admit)
 		return GW_INSPECT;
-	if (bpf_ktime_get_boot_ns() - st->rotated_ns < gw_body_wait_ns)
+	if (st->grace)
 		return GW_SKIP_IF_IDLE;
 	return GW_SKIP;
 }

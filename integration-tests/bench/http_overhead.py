@@ -13,9 +13,11 @@ connection; the achieved rate is printed) with the fraction captured at each.
 
     integration-tests/bench/http_overhead.py [--seconds 10] [--rounds 2] [--connections 50]
                                              [--rates 5000,20000,50000] [--kafka BROKER/TOPIC]
+                                             [--no-bpf-stats]
 
-GW_BENCH_SENSOR_EXTRA="worker_nice = 20" (any [sensor] keys) tries other sensor
-settings in the same bench. Root only; traffic stays inside the namespaces it
+GW_BENCH_SENSOR_EXTRA="worker_nice = 20" (any [sensor] keys; later sections too,
+e.g. $'[capture]\ncpu_budget_percent = 5') tries other sensor settings in the
+same bench. Root only; traffic stays inside the namespaces it
 creates and removes.
 """
 
@@ -227,6 +229,9 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--rates", default="5000,20000,50000",
                     help="fixed request rates for the load step (comma-separated; empty to skip)")
+    ap.add_argument("--no-bpf-stats", action="store_true",
+                    help="leave kernel.bpf_stats_enabled off: every BPF program run then costs two "
+                         "clock reads less, as in production, but the TC cost is not measured (0)")
     ap.add_argument("--kafka", default=None,
                     help="also run with alerts to Kafka: BROKER/TOPIC, or 'auto' to start the "
                          "test broker (tansu, from install-tansu.sh) in the server namespace")
@@ -240,7 +245,7 @@ def main():
         raise SystemExit(f"no gatewatch binary at {BIN}: cargo build --release (or set GATEWATCH_BIN)")
     tmp = Path(tempfile.mkdtemp(prefix="gwbench-"))
     stats_was = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
-    Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1")
+    Path("/proc/sys/kernel/bpf_stats_enabled").write_text("0" if a.no_bpf_stats else "1")
     topology_up()
     ng = broker = None
     try:

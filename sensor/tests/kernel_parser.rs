@@ -1406,7 +1406,6 @@ fn a_new_sampling_key_inspects_other_connections_and_finishes_messages_under_way
     require_root!();
     let cfg = CaptureConfig {
         cpu_budget_percent: 10.0,
-        body_wait_ms: 300, // the grace period after a new key
         ..CaptureConfig::default()
     };
     let p = Probe::load(&cfg).expect("loading BPF programs");
@@ -1426,11 +1425,9 @@ fn a_new_sampling_key_inspects_other_connections_and_finishes_messages_under_way
     };
 
     // Half the connections, and a new key picks a different half.
-    p.set_admission(ADMIT_ALL / 2, true).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400)); // past the grace period
+    p.set_admission(ADMIT_ALL / 2, true, false).unwrap();
     let first = inspected(&p);
-    p.set_admission(ADMIT_ALL / 2, true).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    p.set_admission(ADMIT_ALL / 2, true, false).unwrap();
     let second = inspected(&p);
     for set in [&first, &second] {
         assert!(
@@ -1453,7 +1450,7 @@ fn a_new_sampling_key_inspects_other_connections_and_finishes_messages_under_way
     assert!(run_frames(&p, &[v4(&busy, 100, &req[..20])])
         .unwrap()
         .is_empty());
-    p.set_admission(0, true).unwrap();
+    p.set_admission(0, true, true).unwrap();
     let evs = run_frames(&p, &[v4(&busy, 120, &req[20..])]).unwrap();
     assert_eq!(evs.len(), 1, "the split request is finished: {evs:?}");
     assert_eq!(http(&evs[0]).headers["user-agent"], "grace-agent");
@@ -1461,7 +1458,7 @@ fn a_new_sampling_key_inspects_other_connections_and_finishes_messages_under_way
         .unwrap()
         .is_empty());
     // After the grace period the same connection is skipped like any other.
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    p.set_admission(0, false, false).unwrap();
     let shed0 = p.counters().unwrap().get("shed_packets");
     assert!(run_frames(&p, &[v4(&busy, 100 + req.len() as u32, req)])
         .unwrap()

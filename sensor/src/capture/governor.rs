@@ -100,11 +100,55 @@ impl Governor {
 /// instead of the same ones forever.
 pub const ROTATE: Duration = Duration::from_secs(10);
 
-/// What the kernel should do now: the threshold, and whether to draw a new key.
+/// What the kernel should do now: the threshold, whether to draw a new key,
+/// and whether messages under way on skipped connections are still finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
     pub admit: u32,
     pub new_key: bool,
+    pub grace: bool,
+}
+
+/// When to draw a new sampling key, and how long the grace after one lasts.
+#[derive(Debug, Clone)]
+pub struct KeySchedule {
+    grace: Duration,
+    rotated_at: Instant,
+    grace_until: Option<Instant>,
+}
+
+impl KeySchedule {
+    /// `grace`: how long a message may wait for its next bytes
+    /// (`capture.body_wait_ms`); one under way is finished within it.
+    pub fn new(grace: Duration, now: Instant) -> KeySchedule {
+        KeySchedule {
+            grace,
+            rotated_at: now,
+            grace_until: None,
+        }
+    }
+
+    /// Whether to draw a new key now, and whether the grace flag changes
+    /// (`Some(on)`). A sampling spell keeps its first key for [`ROTATE`].
+    pub fn step(&mut self, now: Instant, sampling: bool) -> (bool, Option<bool>) {
+        if !sampling {
+            self.rotated_at = now;
+        }
+        if sampling && now.duration_since(self.rotated_at) >= ROTATE {
+            self.rotated_at = now;
+            self.grace_until = Some(now + self.grace);
+            return (true, Some(true));
+        }
+        if self.grace_until.is_some_and(|t| now >= t) {
+            self.grace_until = None;
+            return (false, Some(false));
+        }
+        (false, None)
+    }
+
+    pub fn in_grace(&self) -> bool {
+        self.grace_until.is_some()
+    }
 }
 
 /// The controller fed from the sensor's main loop: call [`Budget::poll`] as
@@ -113,19 +157,24 @@ pub struct Step {
 #[derive(Debug)]
 pub struct Budget {
     pub governor: Governor,
+    keys: KeySchedule,
     at: Instant,
-    rotated_at: Instant,
     parse_ns: u64,
     cpu_ns: u64,
     payload: u64,
 }
 
 impl Budget {
-    pub fn new(budget_percent: f64, parse_ns_total: u64, payload_total: u64) -> Budget {
+    pub fn new(
+        budget_percent: f64,
+        grace: Duration,
+        parse_ns_total: u64,
+        payload_total: u64,
+    ) -> Budget {
         Budget {
             governor: Governor::new(budget_percent),
+            keys: KeySchedule::new(grace, Instant::now()),
             at: Instant::now(),
-            rotated_at: Instant::now(),
             parse_ns: parse_ns_total,
             cpu_ns: process_cpu_ns(),
             payload: payload_total,
@@ -145,17 +194,14 @@ impl Budget {
             wall,
             payload_total != self.payload,
         );
+        let now = Instant::now();
         (self.at, self.parse_ns, self.cpu_ns, self.payload) =
-            (Instant::now(), parse_ns_total, cpu, payload_total);
-        // A sampling spell keeps its first key for ROTATE, then a new one every ROTATE.
-        let sampling = self.governor.admit() < ADMIT_ALL;
-        let new_key = sampling && self.rotated_at.elapsed() >= ROTATE;
-        if new_key || !sampling {
-            self.rotated_at = Instant::now();
-        }
-        (change.is_some() || new_key).then_some(Step {
+            (now, parse_ns_total, cpu, payload_total);
+        let (new_key, grace) = self.keys.step(now, self.governor.admit() < ADMIT_ALL);
+        (change.is_some() || new_key || grace.is_some()).then_some(Step {
             admit: self.governor.admit(),
             new_key,
+            grace: self.keys.in_grace(),
         })
     }
 }
@@ -255,6 +301,28 @@ mod tests {
         // Light traffic again: only what it adds above idle is charged.
         assert_eq!(g.observe(MS / 10, 5 * MS, T, true), None);
         assert_eq!(g.admit(), ADMIT_ALL);
+    }
+
+    #[test]
+    fn keys_rotate_while_sampling_with_a_grace_that_ends() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(1);
+        let mut k = KeySchedule::new(grace, t0);
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        // Not sampling: never a new key, however long.
+        assert_eq!(k.step(at(30.0), false), (false, None));
+        // Sampling starts at 30 s: its first key lasts ROTATE.
+        assert_eq!(k.step(at(31.0), true), (false, None));
+        assert_eq!(k.step(at(39.9), true), (false, None));
+        assert_eq!(k.step(at(40.0), true), (true, Some(true)));
+        assert!(k.in_grace());
+        assert_eq!(k.step(at(40.5), true), (false, None));
+        assert_eq!(k.step(at(41.0), true), (false, Some(false)));
+        assert!(!k.in_grace());
+        assert_eq!(k.step(at(50.0), true), (true, Some(true)));
+        // Sampling ends during a grace: the grace still ends on time.
+        assert_eq!(k.step(at(50.5), false), (false, None));
+        assert_eq!(k.step(at(51.0), false), (false, Some(false)));
     }
 
     #[test]

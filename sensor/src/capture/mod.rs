@@ -245,7 +245,7 @@ impl Probe {
                 )
                 .with_context(|| format!("writing header {:?} to the kernel table", entry.name))?;
         }
-        write_admission(&skel, governor::ADMIT_ALL, random_u64()?, 0)?;
+        write_admission(&skel, governor::ADMIT_ALL, random_u64()?, false)?;
         if key_of.is_some() {
             return Ok(Probe { skel, table }); // the key is the other probe's, already frozen
         }
@@ -267,31 +267,26 @@ impl Probe {
     /// Share of connections the kernel inspects when a CPU budget is on, out
     /// of [`governor::ADMIT_ALL`] (ignored by the kernel without a budget).
     /// `new_key` draws a new sampling key, so other connections are inspected
-    /// from now on (messages under way are finished first, see gw_budget.h).
-    pub fn set_admission(&self, admit: u32, new_key: bool) -> Result<()> {
-        let (key, rotated_ns) = if new_key {
-            (random_u64()?, clock::boot_ns())
+    /// from now on; while `grace` is set, a skipped connection with a message
+    /// under way finishes it (gw_budget.h).
+    pub fn set_admission(&self, admit: u32, new_key: bool, grace: bool) -> Result<()> {
+        let key = if new_key {
+            random_u64()?
         } else {
-            let cur = self
-                .skel
+            self.skel
                 .maps
                 .gw_admit
                 .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
                 .context("reading the admission state")?
-                .unwrap_or_default();
-            let word = |at: usize| {
-                cur.get(at..at + 8)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, u64::from_ne_bytes)
-            };
-            (word(0), word(8))
+                .and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                .map_or(0, u64::from_ne_bytes)
         };
-        write_admission(&self.skel, admit, key, rotated_ns)
+        write_admission(&self.skel, admit, key, grace)
     }
 
-    /// [`Probe::set_admission`] keeping the current key.
+    /// [`Probe::set_admission`] keeping the current key, without grace.
     pub fn set_admit(&self, admit: u32) -> Result<()> {
-        self.set_admission(admit, false)
+        self.set_admission(admit, false, false)
     }
 
     /// Sum of the per-CPU counters.
@@ -316,16 +311,16 @@ impl Probe {
 }
 
 const _: () = assert!(
-    std::mem::size_of::<skel::types::gw_admit_state>() == 24,
+    std::mem::size_of::<skel::types::gw_admit_state>() == 16,
     "struct gw_admit_state and write_admission disagree"
 );
 
-/// `struct gw_admit_state` as the kernel reads it: key, rotated_ns, admit, pad.
-fn write_admission(skel: &NetSkel<'_>, admit: u32, key: u64, rotated_ns: u64) -> Result<()> {
-    let mut v = [0u8; 24];
+/// `struct gw_admit_state` as the kernel reads it: key, admit, grace.
+fn write_admission(skel: &NetSkel<'_>, admit: u32, key: u64, grace: bool) -> Result<()> {
+    let mut v = [0u8; 16];
     v[..8].copy_from_slice(&key.to_ne_bytes());
-    v[8..16].copy_from_slice(&rotated_ns.to_ne_bytes());
-    v[16..20].copy_from_slice(&admit.to_ne_bytes());
+    v[8..12].copy_from_slice(&admit.to_ne_bytes());
+    v[12..16].copy_from_slice(&u32::from(grace).to_ne_bytes());
     skel.maps
         .gw_admit
         .update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)

@@ -250,6 +250,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let mut budget = (cfg.capture.cpu_budget_percent > 0.0).then(|| {
         Budget::new(
             cfg.capture.cpu_budget_percent,
+            Duration::from_millis(u64::from(cfg.capture.body_wait_ms)),
             last.get("parse_ns"),
             last.get("tcp_payload_packets"),
         )
@@ -320,7 +321,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
             .as_mut()
             .and_then(|b| b.poll(now.get("parse_ns"), now.get("tcp_payload_packets")))
         {
-            if let Err(e) = probe.set_admission(step.admit, step.new_key) {
+            if let Err(e) = probe.set_admission(step.admit, step.new_key, step.grace) {
                 tracing::warn!("CPU budget: {e:#}");
             }
             let was = inspected_percent;
