@@ -1333,15 +1333,20 @@ fn ring_records_never_carry_secret_bytes_from_earlier_packets() {
     }
 }
 
-#[test]
-fn a_cpu_budget_inspects_a_sample_of_whole_connections_and_counts_the_rest() {
-    use gatewatch::capture::governor::ADMIT_ALL;
-    require_root!();
+/// A probe with a CPU budget: the kernel samples by the threshold tests set.
+fn budget_probe() -> Probe {
     let cfg = CaptureConfig {
         cpu_budget_percent: 10.0,
         ..CaptureConfig::default()
     };
-    let p = Probe::load(&cfg).expect("loading BPF programs");
+    Probe::load(&cfg).expect("loading BPF programs")
+}
+
+#[test]
+fn a_cpu_budget_inspects_a_sample_of_whole_connections_and_counts_the_rest() {
+    use gatewatch::capture::governor::ADMIT_ALL;
+    require_root!();
+    let p = budget_probe();
     let req = b"GET /api/v1/items HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer tok\r\n\r\n";
     let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
     // One connection: the request from the client, the response from the server.
@@ -1404,11 +1409,7 @@ fn a_cpu_budget_inspects_a_sample_of_whole_connections_and_counts_the_rest() {
 fn a_new_sampling_key_inspects_other_connections_and_finishes_messages_under_way() {
     use gatewatch::capture::governor::ADMIT_ALL;
     require_root!();
-    let cfg = CaptureConfig {
-        cpu_budget_percent: 10.0,
-        ..CaptureConfig::default()
-    };
-    let p = Probe::load(&cfg).expect("loading BPF programs");
+    let p = budget_probe();
     let req = b"GET /k HTTP/1.1\r\nHost: a\r\nUser-Agent: grace-agent\r\n\r\n";
     let client = |port: u16| Flow {
         sport: port,
