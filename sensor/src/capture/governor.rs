@@ -2,19 +2,20 @@
 //! costs the host (its kernel parsing plus the sensor process) within a share
 //! of one CPU by inspecting fewer connections when traffic outgrows it.
 //!
-//! The kernel decides per connection (a seeded hash of both endpoints against
-//! an admission threshold out of [`ADMIT_ALL`]); this controller moves the
-//! threshold. It cuts at once in proportion to the overrun and gives back
-//! gradually, so a burst sheds quickly and a quiet spell restores full
-//! inspection within seconds. It never goes below [`ADMIT_MIN`]: some traffic
-//! is always inspected, and the sensor says how much (`sensor_stats`
-//! `admitted_percent`, GW-SENSOR-002, metrics).
+//! The kernel decides per connection (a keyed hash of both endpoints against
+//! an admission threshold out of [`ADMIT_ALL`], bpf/include/gw_budget.h); this
+//! controller moves the threshold. It cuts at once in proportion to the
+//! overrun and gives back gradually, so a burst sheds quickly and a quiet
+//! spell restores full inspection within seconds. It never goes below
+//! [`ADMIT_MIN`]: some traffic is always inspected, and the sensor says how
+//! much (`sensor_stats.inspected_percent`, GW-SENSOR-002, metrics). While it
+//! samples, [`KeySchedule`] draws a new key every [`ROTATE`].
 
 use std::time::{Duration, Instant};
 
 /// Threshold that admits every connection.
 pub const ADMIT_ALL: u32 = 65536;
-/// Floor: about 1 connection in 1000 is always inspected.
+/// Floor: 1 connection in 1024 is always inspected.
 pub const ADMIT_MIN: u32 = 64;
 /// How often the controller looks.
 pub const TICK: Duration = Duration::from_millis(250);
