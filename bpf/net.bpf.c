@@ -235,16 +235,6 @@ static __always_inline __u64 gw_conn_id(struct gw_pkt *p)
 	       ((__u64)((lo << 16) | hi) << 32);
 }
 
-static __always_inline int gw_inspected(struct gw_pkt *p)
-{
-	int a = gw_admission(gw_conn_id(p));
-
-	if (a == GW_INSPECT || (a == GW_SKIP_IF_IDLE && bpf_map_lookup_elem(&gw_flows, &p->fk)))
-		return 1;
-	gw_count(GW_CNT_SHED_PACKETS);
-	return 0;
-}
-
 static __always_inline void gw_fill_hdr(struct gw_work *w, struct __sk_buff *skb, struct gw_pkt *p,
 					__u8 dir)
 {
@@ -514,14 +504,7 @@ static __always_inline int gw_handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_OK;
 	if (p.plen > 0) {
 		gw_count(GW_CNT_TCP_PAYLOAD);
-		if (!gw_budget_on) {
-			gw_http_packet(skb, &p, dir);
-		} else if (gw_inspected(&p)) {
-			__u64 t0 = bpf_ktime_get_ns();
-
-			gw_http_packet(skb, &p, dir);
-			gw_count_add(GW_CNT_PARSE_NS, bpf_ktime_get_ns() - t0);
-		}
+		gw_budgeted(gw_conn_id(&p), &gw_flows, &p.fk, gw_http_packet(skb, &p, dir));
 	}
 	if (p.tcp_flags & (TCP_FL_FIN | TCP_FL_RST))
 		gw_flow_end(&p);

@@ -350,18 +350,6 @@ __noinline int gw_tls_data(struct gw_tls_call *c)
 	return 0;
 }
 
-/* One SSL object, both directions: one decision (see gw_budget.h). */
-static __always_inline int gw_tls_inspected(struct gw_tls_call *c)
-{
-	int a = gw_admission(c->key.ssl ^ ((__u64)c->key.tgid << 32));
-
-	if (a == GW_INSPECT ||
-	    (a == GW_SKIP_IF_IDLE && bpf_map_lookup_elem(&gw_tls_conns, &c->key)))
-		return 1;
-	gw_count(GW_CNT_SHED_PACKETS);
-	return 0;
-}
-
 /* ---- the probes ---- */
 
 static __always_inline int gw_tls_enter(void *map, void *ssl, const void *buf, void *lenp)
@@ -413,14 +401,9 @@ static __always_inline int gw_tls_exit(void *map, long rc, int ex, __u32 dir)
 		bpf_map_update_elem(&gw_tls_socks, &sk, &c.ends, BPF_ANY);
 	else if ((known = bpf_map_lookup_elem(&gw_tls_socks, &sk)))
 		c.ends = *known;
-	if (!gw_budget_on) {
-		gw_tls_data(&c);
-	} else if (gw_tls_inspected(&c)) {
-		__u64 t0 = bpf_ktime_get_ns();
-
-		gw_tls_data(&c);
-		gw_count_add(GW_CNT_PARSE_NS, bpf_ktime_get_ns() - t0);
-	}
+	/* one SSL object, both directions: one decision */
+	gw_budgeted(c.key.ssl ^ ((__u64)c.key.tgid << 32), &gw_tls_conns, &c.key,
+		    gw_tls_data(&c));
 	return 0;
 out:
 	bpf_map_delete_elem(map, &id);

@@ -35,35 +35,42 @@ struct {
 	__type(value, struct gw_admit_state);
 } gw_admit SEC(".maps");
 
-enum gw_admission {
-	GW_SKIP = 0,
-	GW_INSPECT = 1,
-	/* skip, unless this connection has a message under way (key just rotated) */
-	GW_SKIP_IF_IDLE = 2,
-};
-
-/* The decision for a connection given as 64 bits that are the same in both of
- * its directions. murmur3's 64-bit finaliser over the keyed value spreads
- * neighbouring ports and pointers over the 65536 buckets. */
-static __always_inline int gw_admission(__u64 conn)
+/* Whether to parse this packet or TLS call. `conn` identifies the connection
+ * in 64 bits that are the same in both of its directions; murmur3's 64-bit
+ * finaliser over the keyed value spreads neighbouring ports and pointers over
+ * the 65536 buckets. During a grace, a skipped connection that has a message
+ * under way (an entry in `flows` under `flow_key`) finishes it. */
+static __always_inline int gw_inspected(__u64 conn, void *flows, const void *flow_key)
 {
 	__u32 zero = 0;
 	struct gw_admit_state *st = bpf_map_lookup_elem(&gw_admit, &zero);
 	__u64 h;
 
 	if (!st)
-		return GW_INSPECT;
+		return 1;
 	h = conn ^ st->key;
 	h ^= h >> 33;
 	h *= 0xff51afd7ed558ccdULL;
 	h ^= h >> 33;
 	h *= 0xc4ceb9fe1a85ec53ULL;
 	h ^= h >> 33;
-	if ((h & 0xffff) < st->admit)
-		return GW_INSPECT;
-	if (st->grace)
-		return GW_SKIP_IF_IDLE;
-	return GW_SKIP;
+	if ((h & 0xffff) < st->admit || (st->grace && bpf_map_lookup_elem(flows, flow_key)))
+		return 1;
+	gw_count(GW_CNT_SHED_PACKETS);
+	return 0;
 }
+
+/* Run `parse` (a statement) for an inspected connection: always without a
+ * budget; with one, when gw_inspected says so, timed into GW_CNT_PARSE_NS. */
+#define gw_budgeted(conn, flows, flow_key, parse)                                          \
+	do {                                                                               \
+		if (!gw_budget_on) {                                                       \
+			parse;                                                             \
+		} else if (gw_inspected(conn, flows, flow_key)) {                          \
+			__u64 __t0 = bpf_ktime_get_ns();                                   \
+			parse;                                                             \
+			gw_count_add(GW_CNT_PARSE_NS, bpf_ktime_get_ns() - __t0);          \
+		}                                                                          \
+	} while (0)
 
 #endif
