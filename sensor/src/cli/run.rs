@@ -274,10 +274,10 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
         }
         // Drain on a timer instead of waking on every event: at a few thousand
         // events/s, per-event wake-ups of this thread and of the workers cost
-        // the gateway more latency than the parsing does. `consume` empties the
-        // ring; the ring (capture.ringbuf_mb) holds far more than one interval.
-        // Under overload the ring never empties: drain in slices so stats, the
-        // CPU budget and the sweep below still get their turn.
+        // the gateway more latency than the parsing does; the ring
+        // (capture.ringbuf_mb) holds far more than one interval. Drained in
+        // slices: under overload it never empties, and stats, the CPU budget
+        // and the sweep below must still get their turn.
         let drain_at = Instant::now();
         let emptied = loop {
             let n = ring.consume_raw_n(DRAIN_SLICE);
