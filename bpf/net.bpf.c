@@ -265,7 +265,6 @@ __noinline int gw_feed_payload(struct __sk_buff *skb, struct gw_pkt *p, struct g
 	if (!skb || !p || !w || !ch)
 		return pos;
 	for (c = 0; c < GW_MAX_CHUNKS_PER_PKT; c++) {
-		struct gw_feed_ctx ctx = {};
 		__u64 n;
 
 		if (pos >= p->plen)
@@ -279,11 +278,7 @@ __noinline int gw_feed_payload(struct __sk_buff *skb, struct gw_pkt *p, struct g
 		n = ((n - 1) & (GW_CHUNK - 1)) + 1;
 		if (bpf_skb_load_bytes(skb, p->poff + pos, ch->b, n) < 0)
 			return pos;
-		ctx.w = w;
-		ctx.ch = ch;
-		ctx.len = n;
-		bpf_loop(n, gw_feed_cb, &ctx, 0);
-		pos += ctx.consumed;
+		pos += gw_feed_chunk(w, ch, n);
 		if (w->ps.state == GW_S_DONE || w->ps.state == GW_S_ABORT ||
 		    w->ps.state == GW_S_DISCARD || w->ps.state == GW_S_SCANNED)
 			return pos;

@@ -194,7 +194,6 @@ __noinline int gw_tls_feed(struct gw_tls_call *c, struct gw_work *w, struct gw_c
 	if (!c || !w || !ch)
 		return pos;
 	for (i = 0; i < GW_TLS_MAX_CHUNKS; i++) {
-		struct gw_feed_ctx ctx = {};
 		__u64 n;
 
 		if (pos >= c->len)
@@ -209,11 +208,7 @@ __noinline int gw_tls_feed(struct gw_tls_call *c, struct gw_work *w, struct gw_c
 			w->ev.anomalies |= GW_AN_TRUNCATED;
 			return c->len;
 		}
-		ctx.w = w;
-		ctx.ch = ch;
-		ctx.len = n;
-		bpf_loop(n, gw_feed_cb, &ctx, 0);
-		pos += ctx.consumed;
+		pos += gw_feed_chunk(w, ch, n);
 		if (w->ps.state == GW_S_DONE || w->ps.state == GW_S_ABORT ||
 		    w->ps.state == GW_S_DISCARD || w->ps.state == GW_S_SCANNED)
 			return pos;

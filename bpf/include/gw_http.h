@@ -1926,6 +1926,25 @@ static long gw_feed_cb(__u64 idx, void *data)
 	return 0;
 }
 
+/* Parse one chunk of len bytes (1..GW_CHUNK) with bpf_loop; returns the bytes
+ * taken. A global function of its own, so that its callers' chunk loops never
+ * hold values across the bpf_loop call: with them, the precision backtracking
+ * of some kernels (6.18.44) stops with "verifier bug: backtracking call
+ * unexpected regs" at that call and rejects the program (-EFAULT). Verified
+ * once, for both the packet and the TLS program. */
+__noinline int gw_feed_chunk(struct gw_work *w, struct gw_chunk *ch, __u32 len)
+{
+	struct gw_feed_ctx ctx = {};
+
+	if (!w || !ch || len == 0 || len > GW_CHUNK)
+		return 0;
+	ctx.w = w;
+	ctx.ch = ch;
+	ctx.len = len;
+	bpf_loop(len, gw_feed_cb, &ctx, 0);
+	return ctx.consumed;
+}
+
 /* Finish an aborted or completed message before it is emitted. */
 static __always_inline void gw_msg_finish(struct gw_work *w)
 {
