@@ -228,7 +228,11 @@ __noinline int gw_tls_start_msg(struct gw_tls_call *c, struct gw_work *w)
 
 static __always_inline void gw_tls_save(struct gw_tls_call *c, struct gw_work *w)
 {
-	bpf_map_update_elem(&gw_tls_conns, &c->key, w, BPF_ANY);
+	/* Keys go through the stack: 6.1's verifier refuses a map key that points
+	 * into a global function's argument (R2 type=mem expected=fp, ...). */
+	struct gw_tls_key key = c->key;
+
+	bpf_map_update_elem(&gw_tls_conns, &key, w, BPF_ANY);
 	gw_count(GW_CNT_FLOW_SAVED);
 }
 
@@ -250,6 +254,7 @@ __noinline int gw_tls_data(struct gw_tls_call *c)
 	struct gw_work *w, *saved;
 	struct gw_chunk *ch;
 	int resumed = 0, msg, crlf_skips = 0;
+	struct gw_tls_key key;
 
 	if (!c)
 		return 0;
@@ -258,10 +263,11 @@ __noinline int gw_tls_data(struct gw_tls_call *c)
 	if (!w || !ch)
 		return 0;
 
-	saved = bpf_map_lookup_elem(&gw_tls_conns, &c->key);
+	key = c->key; /* on the stack: see gw_tls_save */
+	saved = bpf_map_lookup_elem(&gw_tls_conns, &key);
 	if (saved) {
 		bpf_probe_read_kernel(w, sizeof(*w), saved);
-		bpf_map_delete_elem(&gw_tls_conns, &c->key);
+		bpf_map_delete_elem(&gw_tls_conns, &key);
 		gw_count(GW_CNT_FLOW_CONTINUED);
 		resumed = 1;
 		if (gw_body_wait_over(w)) {

@@ -215,7 +215,13 @@ fn python_ssl_pair_gives_tls_events_with_process_endpoints_and_shared_hash() {
         let proc_ = e.process.as_ref().unwrap();
         assert!(proc_.comm.as_deref().unwrap_or("").starts_with("python"));
         assert!(proc_.cgroup_id.is_some());
-        // Endpoints from the socket: client -> server on loopback, both ways round.
+        // Endpoints from the socket: client -> server on loopback, both ways
+        // round. Kernels without the sock_send_length/sock_recv_length
+        // tracepoints (before 6.3) give none, and the probe says so.
+        if !t.endpoints {
+            assert!(e.src.is_none() && e.dst.is_none(), "{json}");
+            continue;
+        }
         let (src, dst) = (e.src.as_ref().unwrap(), e.dst.as_ref().unwrap());
         assert_eq!(src.ip.to_string(), "127.0.0.1");
         assert_eq!(dst.ip.to_string(), "127.0.0.1");
