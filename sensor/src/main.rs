@@ -37,6 +37,15 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Doctor { config, json } => {
+            return match cli::doctor::doctor_cmd(config.as_deref(), json) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("gatewatch: error: {e:#}");
+                    ExitCode::from(cli::doctor::EXIT_NONE)
+                }
+            };
+        }
         Command::Audit(AuditCommand::Verify { files, anchor }) => {
             return match gatewatch::audit::cli::verify(&files, anchor.as_deref()) {
                 Ok(true) => ExitCode::SUCCESS,

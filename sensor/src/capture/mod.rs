@@ -13,6 +13,7 @@ pub mod replay;
 pub mod skel;
 pub mod sweep;
 pub mod tls;
+pub mod verifier;
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
@@ -146,6 +147,10 @@ const _: () = assert!(
 pub struct Probe {
     pub skel: NetSkel<'static>,
     pub table: HeaderTable,
+    /// Why the packet programs (TC ingress and egress) are not loaded, when the
+    /// kernel refused them and the caller allowed running without them
+    /// ([`Probe::load_degradable`]): the maps are there for TLS capture.
+    pub packet_failure: Option<verifier::LoadFailure>,
 }
 
 impl Probe {
@@ -156,7 +161,25 @@ impl Probe {
     }
 
     pub fn load_with(cfg: &CaptureConfig, l4cfg: &l4::L4Config) -> Result<Probe> {
-        Probe::load_inner(cfg, l4cfg, None)
+        Probe::load_inner(cfg, l4cfg, None, false)
+    }
+
+    /// As [`Probe::load_with`], but when the verifier rejects the packet
+    /// programs, load the maps alone (so TLS capture can run) and say why in
+    /// `packet_failure`. What `gatewatch run` and `doctor` use.
+    pub fn load_degradable(cfg: &CaptureConfig, l4cfg: &l4::L4Config) -> Result<Probe> {
+        Probe::load_inner(cfg, l4cfg, None, true)
+    }
+
+    /// The packet object's programs, loaded or not, with the verifier's counts.
+    pub fn program_reports(&self) -> Vec<verifier::ProgramReport> {
+        use libbpf_rs::skel::Skel;
+        verifier::program_reports("net.bpf.c", self.skel.object())
+    }
+
+    /// Whether the TC programs are loaded (and so can be attached).
+    pub fn has_packet_programs(&self) -> bool {
+        self.packet_failure.is_none()
     }
 
     /// Test only: load a second probe that hashes with `other`'s key (the key
@@ -164,13 +187,14 @@ impl Probe {
     /// event for event, hashes included.
     #[doc(hidden)]
     pub fn load_sharing_key(cfg: &CaptureConfig, other: &Probe) -> Result<Probe> {
-        Probe::load_inner(cfg, &l4::L4Config::default(), Some(other))
+        Probe::load_inner(cfg, &l4::L4Config::default(), Some(other), false)
     }
 
     fn load_inner(
         cfg: &CaptureConfig,
         l4cfg: &l4::L4Config,
         key_of: Option<&Probe>,
+        degradable: bool,
     ) -> Result<Probe> {
         let table = cfg.validate()?;
         // The name table's hash seed: fresh per load, so which names share a
@@ -185,52 +209,19 @@ impl Probe {
             })
             .context("placing the header table: no seed fits")?;
         bump_memlock_rlimit();
-        // The skeleton borrows its object for its whole life; the sensor loads
-        // once per process, so a leaked box is the simple, honest lifetime.
-        let object: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = NetSkelBuilder::default()
-            .open(object)
-            .context("opening BPF object (is this a kernel with BTF?)")?;
-        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
-            ro.gw_parse_window = cfg.parse_window;
-            ro.gw_body_scan_window = cfg.body_scan_bytes;
-            ro.gw_body_wait_ns = u64::from(cfg.body_wait_ms) * 1_000_000;
-            ro.gw_nports = cfg.ports.len() as u32;
-            for (i, p) in cfg.ports.iter().enumerate() {
-                ro.gw_ports[i] = *p;
-            }
-            ro.gw_l4_enabled = u8::from(l4cfg.enabled);
-            ro.gw_l4_prefix_v4 = l4cfg.prefix_v4;
-            ro.gw_l4_prefix_v6 = l4cfg.prefix_v6;
-            ro.gw_byte_path_only = u8::from(cfg.byte_path_only);
-            ro.gw_skb_loads_only = u8::from(cfg.skb_loads_only);
-            ro.gw_hdr_seed = hdr_seed;
-            ro.gw_budget_on = u8::from(cfg.cpu_budget_percent > 0.0);
-        }
-        if let Some(other) = key_of {
-            open.maps
-                .gw_hash_key
-                .reuse_fd(other.skel.maps.gw_hash_key.as_fd())
-                .context("sharing the hash key map")?;
-        }
-        open.maps
-            .gw_l4
-            .set_max_entries(l4cfg.table_size)
-            .context("sizing l4 counter map")?;
-        open.maps
-            .gw_events
-            .set_max_entries(cfg.ringbuf_mb * 1024 * 1024)
-            .context("sizing ring buffer")?;
-        open.maps
-            .gw_flows
-            .set_max_entries(cfg.flow_table_size)
-            .context("sizing flow table")?;
-        let skel = open.load().map_err(|e| {
-            anyhow::anyhow!(
-                "loading BPF programs into the kernel: {e}. gatewatch needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or root)"
-            )
-        })?;
+        let (skel, packet_failure) = match load_net(cfg, l4cfg, key_of, hdr_seed, true) {
+            Ok(skel) => (skel, None),
+            Err(e) => match e.downcast::<verifier::LoadFailure>() {
+                Ok(f) if degradable && f.kind == verifier::FailureKind::Rejected => {
+                    tracing::error!("packet capture unavailable: {f}");
+                    let skel = load_net(cfg, l4cfg, key_of, hdr_seed, false)
+                        .context("loading net.bpf.c's maps without its TC programs")?;
+                    (skel, Some(f))
+                }
+                Ok(f) => return Err(f.into()),
+                Err(e) => return Err(e),
+            },
+        };
 
         for (slot, entry) in hdr_slots.iter().enumerate() {
             let Some(entry) = entry.map(|i| &table.entries[i]) else {
@@ -247,7 +238,11 @@ impl Probe {
         }
         write_admission(&skel, governor::ADMIT_ALL, random_u64()?, false)?;
         if key_of.is_some() {
-            return Ok(Probe { skel, table }); // the key is the other probe's, already frozen
+            return Ok(Probe {
+                skel,
+                table,
+                packet_failure,
+            }); // the key is the other probe's, already frozen
         }
         let mut key = [0u8; 16];
         getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("generating hash key: {e}"))?;
@@ -261,7 +256,11 @@ impl Probe {
             bail!("freezing hash key map: {}", std::io::Error::last_os_error());
         }
         key.fill(0);
-        Ok(Probe { skel, table })
+        Ok(Probe {
+            skel,
+            table,
+            packet_failure,
+        })
     }
 
     /// Share of connections the kernel inspects when a CPU budget is on, out
@@ -310,6 +309,86 @@ impl Probe {
     }
 }
 
+/// Open, configure and load net.bpf.c; without `packet`, its maps only (the
+/// TC programs not loaded). A refusal comes back as a [`verifier::LoadFailure`].
+fn load_net(
+    cfg: &CaptureConfig,
+    l4cfg: &l4::L4Config,
+    key_of: Option<&Probe>,
+    hdr_seed: u64,
+    packet: bool,
+) -> Result<NetSkel<'static>> {
+    // The skeleton borrows its object for its whole life; the sensor loads
+    // once per process, so a leaked box is the simple, honest lifetime.
+    let object: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = NetSkelBuilder::default()
+        .open(object)
+        .context("opening BPF object (is this a kernel with BTF?)")?;
+    if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+        ro.gw_parse_window = cfg.parse_window;
+        ro.gw_body_scan_window = cfg.body_scan_bytes;
+        ro.gw_body_wait_ns = u64::from(cfg.body_wait_ms) * 1_000_000;
+        ro.gw_nports = cfg.ports.len() as u32;
+        for (i, p) in cfg.ports.iter().enumerate() {
+            ro.gw_ports[i] = *p;
+        }
+        ro.gw_l4_enabled = u8::from(l4cfg.enabled);
+        ro.gw_l4_prefix_v4 = l4cfg.prefix_v4;
+        ro.gw_l4_prefix_v6 = l4cfg.prefix_v6;
+        ro.gw_byte_path_only = u8::from(cfg.byte_path_only);
+        ro.gw_skb_loads_only = u8::from(cfg.skb_loads_only);
+        ro.gw_hdr_seed = hdr_seed;
+        ro.gw_budget_on = u8::from(cfg.cpu_budget_percent > 0.0);
+    }
+    if let Some(other) = key_of {
+        open.maps
+            .gw_hash_key
+            .reuse_fd(other.skel.maps.gw_hash_key.as_fd())
+            .context("sharing the hash key map")?;
+    }
+    open.maps
+        .gw_l4
+        .set_max_entries(l4cfg.table_size)
+        .context("sizing l4 counter map")?;
+    open.maps
+        .gw_events
+        .set_max_entries(cfg.ringbuf_mb * 1024 * 1024)
+        .context("sizing ring buffer")?;
+    open.maps
+        .gw_flows
+        .set_max_entries(cfg.flow_table_size)
+        .context("sizing flow table")?;
+    if !packet {
+        open.progs.gw_tc_ingress.set_autoload(false);
+        open.progs.gw_tc_egress.set_autoload(false);
+    }
+    if fault_injected("net") && packet {
+        let log = injected_rejection("gw_tc_ingress");
+        return Err(verifier::LoadFailure::from_log("net.bpf.c", "injected", &log).into());
+    }
+    Ok(verifier::load_reported("net.bpf.c", || open.load())?)
+}
+
+/// Test and doctor only: `GATEWATCH_TEST_REJECT=net` (or `tls`, or both,
+/// comma-separated) makes the loader act as if the kernel's verifier refused
+/// that object, so the degraded paths and their messages can be exercised on a
+/// kernel that accepts everything.
+pub(crate) fn fault_injected(object: &str) -> bool {
+    std::env::var("GATEWATCH_TEST_REJECT")
+        .map(|v| v.split(',').any(|o| o.trim() == object))
+        .unwrap_or(false)
+}
+
+/// The verifier log an injected rejection (GATEWATCH_TEST_REJECT) reports.
+pub(crate) fn injected_rejection(program: &str) -> String {
+    format!(
+        "libbpf: prog '{program}': BPF program load failed: -EINVAL
+libbpf: prog '{program}': -- BEGIN PROG LOAD LOG --
+injected by GATEWATCH_TEST_REJECT: the kernel was not asked
+-- END PROG LOAD LOG --
+"
+    )
+}
 const _: () = assert!(
     std::mem::size_of::<skel::types::gw_admit_state>() == 16,
     "struct gw_admit_state and write_admission disagree"

@@ -116,16 +116,7 @@ impl TlsProbe {
             "TLS capture: uprobes on dynamically linked OpenSSL libssl; programs with \
              statically linked OpenSSL/BoringSSL (Go, rustls, Envoy, Node.js, ...) are not covered"
         );
-        let (skel, with_sock_tps) = match open_and_load(probe, true) {
-            Ok(s) => (s, true),
-            Err(e) => {
-                tracing::warn!(
-                    "TLS capture: socket tracepoint programs not loadable ({e:#}); \
-                     TLS events will have no addresses"
-                );
-                (open_and_load(probe, false)?, false)
-            }
-        };
+        let (skel, with_sock_tps) = load_with_fallback(probe)?;
         let mut t = TlsProbe {
             links: Vec::new(),
             libraries: Vec::new(),
@@ -231,6 +222,43 @@ impl TlsProbe {
     }
 }
 
+/// Load with the socket tracepoint programs, or without them when it is they
+/// the kernel refuses (TLS events then carry no addresses). A refusal of the
+/// uprobe programs themselves is returned as it is.
+fn load_with_fallback(probe: &Probe) -> Result<(TlsSkel<'static>, bool)> {
+    match open_and_load(probe, true) {
+        Ok(s) => Ok((s, true)),
+        Err(e) => {
+            let sock_prog = e
+                .downcast_ref::<super::verifier::LoadFailure>()
+                .is_some_and(|f| {
+                    f.program
+                        .as_deref()
+                        .is_some_and(|p| p.starts_with("gw_tls_sock"))
+                });
+            if !sock_prog {
+                return Err(e);
+            }
+            tracing::warn!(
+                "TLS capture: socket tracepoint programs not loadable ({e:#}); \
+                 TLS events will have no addresses"
+            );
+            Ok((open_and_load(probe, false)?, false))
+        }
+    }
+}
+
+/// `gatewatch doctor`: load the TLS programs beside `probe` without attaching
+/// anything; their reports, and whether the socket tracepoint programs loaded.
+pub fn verify_only(probe: &Probe) -> Result<(Vec<super::verifier::ProgramReport>, bool)> {
+    use libbpf_rs::skel::Skel;
+    let (skel, with_sock_tps) = load_with_fallback(probe)?;
+    Ok((
+        super::verifier::program_reports("tls.bpf.c", skel.object()),
+        with_sock_tps,
+    ))
+}
+
 fn open_and_load(probe: &Probe, with_sock_tps: bool) -> Result<TlsSkel<'static>> {
     // Same lifetime choice as Probe::load: loaded once per process.
     let object: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
@@ -273,9 +301,11 @@ fn open_and_load(probe: &Probe, with_sock_tps: bool) -> Result<TlsSkel<'static>>
         open.progs.gw_tls_sock_send.set_autoload(false);
         open.progs.gw_tls_sock_recv.set_autoload(false);
     }
-    open.load().map_err(|e| {
-        anyhow!("loading TLS BPF programs: {e}. uprobes need CAP_BPF and CAP_PERFMON (or root)")
-    })
+    if super::fault_injected("tls") {
+        let log = super::injected_rejection("gw_ssl_read_ret");
+        return Err(super::verifier::LoadFailure::from_log("tls.bpf.c", "injected", &log).into());
+    }
+    Ok(super::verifier::load_reported("tls.bpf.c", || open.load())?)
 }
 
 /// Whether a path names a libssl shared object (not NSS's libssl3.so).

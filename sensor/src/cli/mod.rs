@@ -1,5 +1,6 @@
 //! Command line: `gatewatch run | replay | rules | audit`.
 
+pub mod doctor;
 pub mod pipeline;
 pub mod replay;
 pub mod run;
@@ -40,6 +41,16 @@ pub enum Command {
     Run(RunArgs),
     /// Run a pcap/pcapng through the same kernel program, offline.
     Replay(ReplayArgs),
+    /// What this host supports and what `run` would capture: loads every
+    /// kernel program without attaching. Exit 0 all, 3 part, 1 none.
+    Doctor {
+        /// Config file (TOML) whose capture settings to load with.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// The hash-chained audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),

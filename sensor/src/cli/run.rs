@@ -24,6 +24,7 @@ use crate::capture::clock::BootClock;
 use crate::capture::counters::KernelCounters;
 use crate::capture::decode::{format_time, Decoder};
 use crate::capture::governor::{self, Budget};
+use crate::capture::tls::TlsProbe;
 use crate::capture::Probe;
 use crate::config::Config;
 use crate::events::{CaptureSource, Direction, Event, EventKind, SensorStats};
@@ -80,7 +81,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let rules = load_rules(&cfg)?;
     if args.check_config {
         println!("config ok; {} rules", rules.len());
-        return Ok(());
+        return check_capture(&cfg);
     }
 
     let metrics = Arc::new(Metrics::new());
@@ -110,18 +111,27 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     };
     let fsync_on_tick = matches!(cfg.audit.fsync, FsyncPolicy::IntervalMs(_));
 
-    let probe = Probe::load_with(&cfg.capture, &cfg.l4)?;
+    let (probe, tls) = load_capture(&cfg)?;
     let mut attachments = Vec::new();
-    for iface in &cfg.sensor.interfaces {
-        attachments.push(attach_iface(
-            &probe.skel.progs.gw_tc_ingress,
-            &probe.skel.progs.gw_tc_egress,
-            iface,
-            cfg.capture.attach_mode,
-        )?);
+    if probe.has_packet_programs() {
+        for iface in &cfg.sensor.interfaces {
+            attachments.push(attach_iface(
+                &probe.skel.progs.gw_tc_ingress,
+                &probe.skel.progs.gw_tc_egress,
+                iface,
+                cfg.capture.attach_mode,
+            )?);
+        }
     }
-    // TLS plaintext via libssl uprobes; failures are logged, packet capture goes on.
-    let tls = crate::capture::tls::TlsProbe::start(&probe, &cfg.tls);
+    let degraded = degraded_paths(&cfg, &probe, tls.as_ref());
+    publish_capture_metrics(&metrics, &cfg, &probe, tls.as_ref());
+    if !degraded.is_empty() {
+        tracing::warn!(
+            missing = ?degraded,
+            "running with part of the capture missing (sensor_stats.degraded, \
+             capture_program_loaded, GW-SENSOR-003); `gatewatch doctor` says why"
+        );
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
@@ -357,6 +367,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
                 drops_total,
                 dec - last_decode_errors,
                 inspected_percent,
+                &degraded,
             ));
             publish_rule_metrics(&metrics, &current.get());
             last_decode_errors = dec;
@@ -429,6 +440,112 @@ fn publish_rule_metrics(metrics: &Metrics, set: &RuleSet) {
     }
 }
 
+/// Load the packet and TLS programs, each on its own: a kernel that refuses
+/// one still runs the other (saying so). Fails when neither can capture.
+pub fn load_capture(cfg: &Config) -> Result<(Probe, Option<TlsProbe>)> {
+    if cfg.sensor.state_dir.is_dir() {
+        crate::capture::verifier::set_log_dir(&cfg.sensor.state_dir);
+    }
+    let probe = Probe::load_degradable(&cfg.capture, &cfg.l4)?;
+    // TLS plaintext via libssl uprobes; failures are logged, packet capture goes on.
+    let tls = TlsProbe::start(&probe, &cfg.tls);
+    if let Some(f) = &probe.packet_failure {
+        if tls.is_none() {
+            anyhow::bail!(
+                "no capture can run on this kernel: {f}\n  TLS capture: {}",
+                if cfg.tls.enabled {
+                    "unavailable too (see the error above)"
+                } else {
+                    "disabled (tls.enabled = false)"
+                }
+            );
+        }
+        tracing::warn!("packet capture unavailable, TLS capture only (see the error above)");
+    }
+    Ok((probe, tls))
+}
+
+/// `--check-config`: load the programs (verified, not attached) and say what
+/// would run. Fails when nothing can capture; without the privileges to load,
+/// says so and leaves the verdict to the start itself.
+fn check_capture(cfg: &Config) -> Result<()> {
+    let loaded = Probe::load_degradable(&cfg.capture, &cfg.l4).and_then(|probe| {
+        let tls = if cfg.tls.enabled {
+            match crate::capture::tls::verify_only(&probe) {
+                Ok((_, endpoints)) => Some(endpoints),
+                Err(e) => {
+                    tracing::error!("TLS capture unavailable: {e:#}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if !probe.has_packet_programs() && tls.is_none() {
+            anyhow::bail!("no capture can run on this kernel (see the errors above)");
+        }
+        Ok((probe, tls))
+    });
+    match loaded {
+        Ok((probe, tls)) => {
+            let mut missing = Vec::new();
+            if !probe.has_packet_programs() {
+                missing.push("packet");
+            }
+            match (cfg.tls.enabled, tls) {
+                (true, None) => missing.push("tls"),
+                (true, Some(false)) => missing.push("tls_endpoints"),
+                _ => {}
+            }
+            if missing.is_empty() {
+                println!("capture ok: packet and TLS programs load on this kernel");
+            } else {
+                println!(
+                    "capture degraded: {} will not run on this kernel (`gatewatch doctor` says why)",
+                    missing.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Err(e) => match e.downcast_ref::<crate::capture::verifier::LoadFailure>() {
+            Some(f) if f.kind == crate::capture::verifier::FailureKind::Permission => {
+                println!("capture not checked: {f}");
+                Ok(())
+            }
+            _ => Err(e),
+        },
+    }
+}
+
+/// The capture paths that should run but do not (sensor_stats.degraded).
+pub fn degraded_paths(cfg: &Config, probe: &Probe, tls: Option<&TlsProbe>) -> Vec<String> {
+    let mut out = Vec::new();
+    if !probe.has_packet_programs() {
+        out.push("packet".to_string());
+    }
+    if cfg.tls.enabled {
+        match tls {
+            None => out.push("tls".to_string()),
+            Some(t) if !t.endpoints => out.push("tls_endpoints".to_string()),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+fn publish_capture_metrics(metrics: &Metrics, cfg: &Config, probe: &Probe, tls: Option<&TlsProbe>) {
+    let loaded = &metrics.capture_program_loaded;
+    loaded
+        .with(&["packet"])
+        .set(i64::from(probe.has_packet_programs()));
+    if cfg.tls.enabled {
+        loaded.with(&["tls"]).set(i64::from(tls.is_some()));
+        loaded
+            .with(&["tls_endpoints"])
+            .set(i64::from(tls.is_some_and(|t| t.endpoints)));
+    }
+}
+
 /// Records taken from the ring per call, and how long one drain may run
 /// before the main loop's other duties get a turn.
 const DRAIN_SLICE: usize = 1024;
@@ -440,6 +557,7 @@ fn stats_event(
     drops_total: u64,
     decode_errors: u64,
     inspected_percent: f64,
+    degraded: &[String],
 ) -> Event {
     Event {
         kind: EventKind::SensorStats,
@@ -467,6 +585,7 @@ fn stats_event(
             decode_errors,
             shed_packets: d.get("shed_packets"),
             inspected_percent,
+            degraded: degraded.to_vec(),
         }),
     }
 }

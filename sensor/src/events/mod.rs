@@ -444,6 +444,12 @@ pub struct SensorStats {
     /// Share of connections inspected at the end of the interval (100 without a budget).
     #[serde(default = "full_inspection")]
     pub inspected_percent: f64,
+    /// Capture paths that do not run on this host ("packet": the TC programs,
+    /// "tls": the libssl uprobes, "tls_endpoints": the socket tracepoints that
+    /// give TLS events their addresses), because the kernel refused them or
+    /// they could not attach. Empty when everything runs.
+    #[serde(default)]
+    pub degraded: Vec<String>,
 }
 
 fn full_inspection() -> f64 {

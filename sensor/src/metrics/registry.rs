@@ -308,6 +308,9 @@ pub struct Metrics {
     pub capture_shed_packets: Counter,
     /// `capture_inspected_ratio`: share 0..1 of connections inspected (1 without a budget).
     pub capture_inspected_ratio: FloatGauge,
+    /// `capture_program_loaded{program}`: 1 when that capture path runs, 0
+    /// when the kernel refused it or it could not attach (packet, tls, tls_endpoints).
+    pub capture_program_loaded: Family<Gauge>,
     /// `rule_evaluations_total{rule}`.
     pub rule_evaluations: Family<Counter>,
     /// `rule_errors_total{rule}`: evaluations that errored or ran out of budget.
@@ -373,6 +376,7 @@ impl Metrics {
                 g.set(1.0);
                 g
             },
+            capture_program_loaded: Family::new(&["program"]),
             rule_evaluations: Family::new(&["rule"]),
             rule_errors: Family::new(&["rule"]),
             rule_eval_seconds: Family::new(&["rule"]),
@@ -468,6 +472,12 @@ impl Metrics {
             "capture_inspected_ratio",
             "Share of connections the kernel inspects (1 = all; below 1 only under a CPU budget).",
             &self.capture_inspected_ratio,
+        );
+        render_family(
+            &mut o,
+            "capture_program_loaded",
+            "1 when the capture path runs, 0 when the kernel refused it or it could not attach.",
+            &self.capture_program_loaded,
         );
         render_family(
             &mut o,
