@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every test of the project: installs what the tests need, then runs the unit
-# tests, the kernel tests (BPF_PROG_TEST_RUN, as root), the rule pack's
+# tests, the kernel tests (BPF_PROG_TEST_RUN, as root), the kernel matrix (the
+# kernel tests and a smoke test on each kernel of
+# integration-tests/kernels/matrix.txt, booted under QEMU), the rule pack's
 # fixtures, and the end-to-end suite with network namespaces and real clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +13,8 @@ echo "== build"
 cargo build --locked
 echo "== unit and kernel tests (cargo test)"
 cargo test --workspace --locked
+echo "== kernel matrix (host kernel natively, Debian kernels under QEMU)"
+integration-tests/kernels/run-matrix.sh
 echo "== rule pack fixtures (gatewatch rules test rules/)"
 target/debug/gatewatch rules check rules/
 target/debug/gatewatch rules test rules/

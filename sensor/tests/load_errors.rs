@@ -88,17 +88,30 @@ fn a_verifier_rejection_names_program_kernel_and_log_and_gives_no_capability_adv
         release()
     );
     assert!(err.contains(&want), "{err}");
-    assert!(err.contains("verifier: injected by GATEWATCH_TEST_REJECT"), "{err}");
-    assert!(!err.contains("CAP_BPF"), "capability advice for a rejection: {err}");
+    assert!(
+        err.contains("verifier: injected by GATEWATCH_TEST_REJECT"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("CAP_BPF"),
+        "capability advice for a rejection: {err}"
+    );
     // The whole log went to the state directory, named in the message.
     let log = err
         .lines()
         .find_map(|l| l.trim().strip_prefix("full log: "))
         .expect("the message names the log file");
-    assert!(log.starts_with(dir.path().join("state").to_str().unwrap()), "{log}");
-    assert!(std::fs::read_to_string(log).unwrap().contains("BEGIN PROG LOAD LOG"));
+    assert!(
+        log.starts_with(dir.path().join("state").to_str().unwrap()),
+        "{log}"
+    );
+    assert!(std::fs::read_to_string(log)
+        .unwrap()
+        .contains("BEGIN PROG LOAD LOG"));
     // doctor: nothing can capture, exit 1
-    let doc = gatewatch("net,tls", &["doctor", "--json"]).output().unwrap();
+    let doc = gatewatch("net,tls", &["doctor", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(doc.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&doc.stdout).unwrap();
     assert_eq!(v["packet_capture"], false);
@@ -116,22 +129,39 @@ fn with_the_tls_programs_refused_packet_capture_runs_and_says_so() {
         .spawn()
         .unwrap();
     let out = run_for(child, 6);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TLS capture unavailable"), "{err}");
-    assert!(err.contains("running with part of the capture missing"), "{err}");
+    assert!(
+        err.contains("running with part of the capture missing"),
+        "{err}"
+    );
     assert!(err.contains("attached"), "packet capture attached: {err}");
     let degraded = stats_degraded(&stdout);
     assert!(!degraded.is_empty(), "no sensor_stats: {stdout}");
-    assert!(degraded.iter().all(|d| d == &["tls".to_string()]), "{degraded:?}");
-    assert!(stdout.contains("GW-SENSOR-003"), "no GW-SENSOR-003 alert: {stdout}");
+    assert!(
+        degraded.iter().all(|d| d == &["tls".to_string()]),
+        "{degraded:?}"
+    );
+    assert!(
+        stdout.contains("GW-SENSOR-003"),
+        "no GW-SENSOR-003 alert: {stdout}"
+    );
     // doctor and --check-config say the same, doctor with exit 3 (degraded)
     let doc = gatewatch("tls", &["doctor"]).output().unwrap();
     assert_eq!(doc.status.code(), Some(3));
-    let check = gatewatch("tls", &["run", "--config", cfg.to_str().unwrap(), "--check-config"])
-        .output()
-        .unwrap();
+    let check = gatewatch(
+        "tls",
+        &["run", "--config", cfg.to_str().unwrap(), "--check-config"],
+    )
+    .output()
+    .unwrap();
     assert_eq!(check.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&check.stdout).contains("capture degraded: tls"));
 }
@@ -147,15 +177,26 @@ fn with_the_packet_programs_refused_tls_capture_runs_alone_and_says_so() {
         .spawn()
         .unwrap();
     let out = run_for(child, 6);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("packet capture unavailable"), "{err}");
     assert!(!err.contains("ifindex"), "nothing attached to lo: {err}");
     let degraded = stats_degraded(&stdout);
     assert!(!degraded.is_empty(), "no sensor_stats: {stdout}");
-    assert!(degraded.iter().all(|d| d.contains(&"packet".to_string())), "{degraded:?}");
-    assert!(stdout.contains("GW-SENSOR-003"), "no GW-SENSOR-003 alert: {stdout}");
+    assert!(
+        degraded.iter().all(|d| d.contains(&"packet".to_string())),
+        "{degraded:?}"
+    );
+    assert!(
+        stdout.contains("GW-SENSOR-003"),
+        "no GW-SENSOR-003 alert: {stdout}"
+    );
 }
 
 #[test]
@@ -171,17 +212,34 @@ fn without_privileges_the_advice_is_about_capabilities() {
     let bin = dir.path().join("gatewatch");
     std::fs::copy(BIN, &bin).unwrap();
     let cfg = config(dir.path());
-    std::fs::set_permissions(dir.path().join("state"), std::fs::Permissions::from_mode(0o777))
-        .unwrap();
+    std::fs::set_permissions(
+        dir.path().join("state"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
     let as_nobody = |args: &[&str]| {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
-            .arg(&bin)
-            .args(args)
-            .stdin(Stdio::null());
-        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&bin)
+        .args(args)
+        .stdin(Stdio::null());
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         let status = child.wait().unwrap();
         (status.code(), err)
     };
@@ -189,7 +247,9 @@ fn without_privileges_the_advice_is_about_capabilities() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("permission denied"), "{err}");
     assert!(
-        err.contains("needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or root); this process has none of them"),
+        err.contains(
+            "needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or root); this process has none of them"
+        ),
         "{err}"
     );
     assert!(!err.contains("verifier rejected"), "{err}");

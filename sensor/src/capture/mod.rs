@@ -366,7 +366,7 @@ fn load_net(
         let log = injected_rejection("gw_tc_ingress");
         return Err(verifier::LoadFailure::from_log("net.bpf.c", "injected", &log).into());
     }
-    Ok(verifier::load_reported("net.bpf.c", || open.load())?)
+    verifier::load_reported("net.bpf.c", || open.load())
 }
 
 /// Test and doctor only: `GATEWATCH_TEST_REJECT=net` (or `tls`, or both,

@@ -253,6 +253,13 @@ fn load_with_fallback(probe: &Probe) -> Result<(TlsSkel<'static>, bool)> {
 pub fn verify_only(probe: &Probe) -> Result<(Vec<super::verifier::ProgramReport>, bool)> {
     use libbpf_rs::skel::Skel;
     let (skel, with_sock_tps) = load_with_fallback(probe)?;
+    // Loading is not attaching: before 6.3 the programs verify, but the
+    // tracepoints they would attach to do not exist.
+    let tracepoints = super::verifier::kernel_btf_has(&[
+        "btf_trace_sock_send_length",
+        "btf_trace_sock_recv_length",
+    ]);
+    let with_sock_tps = with_sock_tps && tracepoints.iter().all(|&t| t);
     Ok((
         super::verifier::program_reports("tls.bpf.c", skel.object()),
         with_sock_tps,
@@ -305,7 +312,7 @@ fn open_and_load(probe: &Probe, with_sock_tps: bool) -> Result<TlsSkel<'static>>
         let log = super::injected_rejection("gw_ssl_read_ret");
         return Err(super::verifier::LoadFailure::from_log("tls.bpf.c", "injected", &log).into());
     }
-    Ok(super::verifier::load_reported("tls.bpf.c", || open.load())?)
+    super::verifier::load_reported("tls.bpf.c", || open.load())
 }
 
 /// Whether a path names a libssl shared object (not NSS's libssl3.so).

@@ -71,16 +71,17 @@ pub fn install() {
 }
 
 /// Run `load` with libbpf's log captured; on failure, turn the log into a
-/// [`LoadFailure`] for `object` (e.g. "net.bpf.c").
+/// [`LoadFailure`] for `object` (e.g. "net.bpf.c"), the error's source for
+/// `downcast_ref`.
 pub fn load_reported<T>(
     object: &'static str,
     load: impl FnOnce() -> libbpf_rs::Result<T>,
-) -> Result<T, LoadFailure> {
+) -> anyhow::Result<T> {
     install();
     CAPTURE.with(|c| *c.borrow_mut() = Some(String::new()));
     let result = load();
     let log = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
-    result.map_err(|e| LoadFailure::from_log(object, &e.to_string(), &log))
+    result.map_err(|e| LoadFailure::from_log(object, &e.to_string(), &log).into())
 }
 
 /// What stopped a kernel object from loading.
@@ -165,6 +166,11 @@ impl LoadFailure {
 impl fmt::Display for LoadFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let prog = self.program.as_deref().unwrap_or("(none named)");
+        let of_prog = self
+            .program
+            .as_deref()
+            .map(|p| format!(" (program {p})"))
+            .unwrap_or_default();
         match self.kind {
             FailureKind::Rejected => {
                 write!(
@@ -193,7 +199,7 @@ impl fmt::Display for LoadFailure {
                 };
                 write!(
                     f,
-                    "loading {} ({prog}) on Linux {}: permission denied ({}). gatewatch \
+                    "loading {}{of_prog} on Linux {}: permission denied ({}). gatewatch \
                      needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or root); this process has {have}",
                     self.object, self.kernel, self.errno
                 )
@@ -201,7 +207,7 @@ impl fmt::Display for LoadFailure {
             FailureKind::Other => {
                 write!(
                     f,
-                    "loading {} ({prog}) on Linux {}: {}",
+                    "loading {}{of_prog} on Linux {}: {}",
                     self.object, self.kernel, self.errno
                 )?;
                 if let Some(p) = &self.log_path {
@@ -240,9 +246,12 @@ fn verifier_lines(log: &str, program: Option<&str>) -> Vec<String> {
 }
 
 fn write_log(object: &str, program: Option<&str>, log: &str) -> Option<PathBuf> {
+    // One file per failed load: a process can fail more than one (a retry).
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let stem = object.trim_end_matches(".bpf.c");
     let name = format!(
-        "gatewatch-load-{stem}-{}-{}.log",
+        "gatewatch-load-{stem}-{}-{}-{seq}.log",
         program.unwrap_or("object"),
         std::process::id()
     );
@@ -254,6 +263,23 @@ fn write_log(object: &str, program: Option<&str>, log: &str) -> Option<PathBuf> 
             None
         }
     }
+}
+
+/// Whether the running kernel's BTF names `type_name` (a NUL-terminated string
+/// of its string section): `BPF_TCX_INGRESS` for tcx, `btf_trace_X` for the
+/// raw tracepoint X. False without BTF.
+pub fn kernel_btf_has(names: &[&str]) -> Vec<bool> {
+    let Ok(btf) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+        return vec![false; names.len()];
+    };
+    names
+        .iter()
+        .map(|n| {
+            let needle = n.as_bytes();
+            btf.windows(needle.len() + 2)
+                .any(|w| w[0] == 0 && &w[1..=needle.len()] == needle && w[needle.len() + 1] == 0)
+        })
+        .collect()
 }
 
 /// `uname -r`.
@@ -364,7 +390,9 @@ libbpf: failed to load object 'net_bpf'
         let log = "libbpf: map 'gw_events': failed to create: -EPERM\nlibbpf: failed to load object 'net_bpf'\n";
         let f = LoadFailure::from_log("net.bpf.c", "Operation not permitted (os error 1)", log);
         assert_eq!(f.kind, FailureKind::Permission);
-        assert!(f.to_string().contains("needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"));
+        assert!(f
+            .to_string()
+            .contains("needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"));
         if let Some(p) = &f.log_path {
             std::fs::remove_file(p).unwrap();
         }

@@ -45,6 +45,9 @@ pub fn doctor_cmd(config: Option<&Path>, json: bool) -> Result<u8> {
         rules: None,
         check_config: false,
     })?;
+    if cfg.sensor.state_dir.is_dir() {
+        verifier::set_log_dir(&cfg.sensor.state_dir);
+    }
     let mut checks = host_checks();
     let mut errors = Vec::new();
     let mut programs = Vec::new();
@@ -99,7 +102,8 @@ pub fn doctor_cmd(config: Option<&Path>, json: bool) -> Result<u8> {
     let wanted_tls = cfg.tls.enabled;
     Ok(if !report.packet_capture && !report.tls_capture {
         EXIT_NONE
-    } else if !report.packet_capture || (wanted_tls && !(report.tls_capture && report.tls_endpoints))
+    } else if !report.packet_capture
+        || (wanted_tls && !(report.tls_capture && report.tls_endpoints))
     {
         EXIT_DEGRADED
     } else {
@@ -120,7 +124,10 @@ fn print_text(r: &Report, tls_enabled: bool) {
     println!("  programs (verified instructions, limit {INSN_LIMIT} each):");
     for p in &r.programs {
         if p.loaded {
-            println!("    {:<10} {:<24} {:>9}", p.object, p.name, p.verified_insns);
+            println!(
+                "    {:<10} {:<24} {:>9}",
+                p.object, p.name, p.verified_insns
+            );
         } else {
             println!("    {:<10} {:<24} not loaded", p.object, p.name);
         }
@@ -141,13 +148,9 @@ fn print_text(r: &Report, tls_enabled: bool) {
 
 /// What the kernel offers, probed without loading gatewatch's programs.
 fn host_checks() -> Vec<Check> {
-    let btf = std::fs::read("/sys/kernel/btf/vmlinux").ok();
-    let in_btf = |needle: &str| {
-        btf.as_deref().is_some_and(|b| {
-            b.windows(needle.len() + 1)
-                .any(|w| &w[..needle.len()] == needle.as_bytes() && w[needle.len()] == 0)
-        })
-    };
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    let found = verifier::kernel_btf_has(&["BPF_TCX_INGRESS", "btf_trace_sock_send_length"]);
+    let (tcx, sock_tps) = (found[0], found[1]);
     let caps = verifier::capabilities();
     let root_like = caps.contains(&"CAP_SYS_ADMIN")
         || (caps.contains(&"CAP_BPF") && caps.contains(&"CAP_PERFMON"));
@@ -167,8 +170,8 @@ fn host_checks() -> Vec<Check> {
     vec![
         Check {
             name: "BTF",
-            ok: btf.is_some(),
-            detail: if btf.is_some() {
+            ok: btf,
+            detail: if btf {
                 "/sys/kernel/btf/vmlinux".to_string()
             } else {
                 "missing: gatewatch needs a kernel built with CONFIG_DEBUG_INFO_BTF=y".to_string()
@@ -195,8 +198,8 @@ fn host_checks() -> Vec<Check> {
         },
         Check {
             name: "tcx",
-            ok: in_btf("BPF_TCX_INGRESS"),
-            detail: if in_btf("BPF_TCX_INGRESS") {
+            ok: tcx,
+            detail: if tcx {
                 "tcx links (6.6+)".to_string()
             } else {
                 "no tcx: a clsact qdisc is used instead".to_string()
@@ -209,8 +212,8 @@ fn host_checks() -> Vec<Check> {
         },
         Check {
             name: "socket tracepoints",
-            ok: in_btf("btf_trace_sock_send_length"),
-            detail: if in_btf("btf_trace_sock_send_length") {
+            ok: sock_tps,
+            detail: if sock_tps {
                 "sock_send_length/sock_recv_length (TLS endpoints)".to_string()
             } else {
                 "missing (before 6.3): TLS events carry no addresses".to_string()

@@ -469,6 +469,9 @@ pub fn load_capture(cfg: &Config) -> Result<(Probe, Option<TlsProbe>)> {
 /// would run. Fails when nothing can capture; without the privileges to load,
 /// says so and leaves the verdict to the start itself.
 fn check_capture(cfg: &Config) -> Result<()> {
+    if cfg.sensor.state_dir.is_dir() {
+        crate::capture::verifier::set_log_dir(&cfg.sensor.state_dir);
+    }
     let loaded = Probe::load_degradable(&cfg.capture, &cfg.l4).and_then(|probe| {
         let tls = if cfg.tls.enabled {
             match crate::capture::tls::verify_only(&probe) {
