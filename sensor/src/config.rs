@@ -79,6 +79,9 @@ impl Default for SensorSection {
     }
 }
 
+/// Events buffered between capture and the rule workers, at most.
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+
 impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| one_line_error(origin, text, &e))?;
@@ -92,8 +95,13 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         // Rules read the [mcp] values as `config.mcp.*`.
         cfg.rules.mcp = cfg.mcp.clone();
-        if cfg.sensor.queue_capacity == 0 {
-            anyhow::bail!("{origin}: sensor.queue_capacity must be at least 1");
+        // Channels are allocated whole at start: a huge capacity is memory
+        // taken at once (1e12 took 3.8 GB before failing).
+        if !(1..=MAX_QUEUE_CAPACITY).contains(&cfg.sensor.queue_capacity) {
+            anyhow::bail!(
+                "{origin}: sensor.queue_capacity must be between 1 and {MAX_QUEUE_CAPACITY}, got {}",
+                cfg.sensor.queue_capacity
+            );
         }
         if !(1..=100).contains(&cfg.sensor.ring_poll_ms) {
             anyhow::bail!("{origin}: sensor.ring_poll_ms must be between 1 and 100");
@@ -183,6 +191,25 @@ mod tests {
         // The packaged files spell out the code's defaults, and rules see them.
         assert_eq!(d.mcp, crate::mcp::McpConfig::default());
         assert_eq!(d.rules.mcp, d.mcp);
+    }
+
+    #[test]
+    fn queue_and_worker_counts_are_bounded() {
+        let e = Config::parse("[sensor]\nqueue_capacity = 1000000000000\n", "f").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("sensor.queue_capacity must be between 1 and"),
+            "{e:#}"
+        );
+        let e = Config::parse("[rules]\nworkers = 100000\n", "f").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("rules.workers must be between 1 and 256"),
+            "{e:#}"
+        );
+        let e = Config::parse("[capture]\nheaders = [\"x-vault-token\"]\n", "f").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("looks like it carries a secret"),
+            "{e:#}"
+        );
     }
 
     #[test]

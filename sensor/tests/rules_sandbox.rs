@@ -228,3 +228,80 @@ fn reload_takes_effect_and_broken_set_is_refused() {
     );
     assert_eq!(ev.evaluate(&event("/new")).len(), 1);
 }
+
+/// One rule's writes to `ev` or `config` never reach another rule, nor a later
+/// event: meddling rules (each way of writing in a rule of its own, so that
+/// one refused write does not hide the next) run first, on every event, and
+/// the last rule still sees the event and the config as they came.
+#[test]
+fn a_rule_cannot_change_what_other_rules_or_later_events_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let writes = [
+        r#"ev.http.path = "/elsewhere";"#,
+        r#"ev.http.credentials.authorization = #{ present: true };"#,
+        r#"ev["http"]["path"] = "/elsewhere";"#,
+        r#"ev.http.headers.mixin(#{ "x-meddled": "1" });"#,
+        r#"ev.http.headers.clear();"#,
+        r#"ev.http.remove("path");"#,
+        r#"config.thresholds.meddled = 1;"#,
+        r#"config["thresholds"]["meddled"] = 1;"#,
+        r#"config.thresholds.mixin(#{ meddled: 1 });"#,
+        r#"config.thresholds.clear();"#,
+        r#"config.remove("thresholds");"#,
+        r#"config.meddled = 1;"#,
+        r#"let t = config.thresholds; t.meddled = 1; let h = ev.http; h.path = "/x";"#,
+    ];
+    for (i, w) in writes.iter().enumerate() {
+        write(
+            dir.path(),
+            &format!("a{i:02}_meddler.rhai"),
+            &(header(&format!("T-MEDDLE-{i:02}")) + *w + "\n()\n"),
+        );
+    }
+    write(dir.path(), "b_good.rhai", GOOD);
+    write(
+        dir.path(),
+        "c_intact.rhai",
+        &(header("T-INTACT")
+            + r#"
+if config.thresholds.len() > 0 && !("meddled" in config) && !("meddled" in config.thresholds)
+   && ev.http.path == "/admin" && ev.http.credentials.len() == 0
+   && !("x-meddled" in ev.http.headers) { "intact" }
+"#),
+    );
+    let set = RuleSet::load_dir(dir.path(), &RulesConfig::default()).unwrap();
+    let (set, mut ev) = evaluator(set);
+    for round in 0..3 {
+        let alerts = ev.evaluate(&admin_event());
+        let ids: Vec<&str> = alerts.iter().map(|a| a.rule_id()).collect();
+        let errors: Vec<String> = set
+            .stats()
+            .iter()
+            .map(|s| format!("{} {:?}", s.rule_id, s.last_error))
+            .collect();
+        assert!(
+            ids.contains(&"T-GOOD"),
+            "round {round}: {ids:?} {errors:#?}"
+        );
+        assert!(
+            ids.contains(&"T-INTACT"),
+            "round {round}: {ids:?} {errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_rule_within_its_operations_but_slow_is_stopped_by_the_wall_clock() {
+    // 7,936-element array sorted and reversed: few operations, much time.
+    let s = contained(
+        "let a = []; for i in 0..7936 { a.push(7936 - i); }\nfor j in 0..5000 { a.sort(); a.reverse(); }\n",
+    );
+    assert_eq!(s.budget_exceeded, 3, "{s:?}");
+    assert!(
+        s.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("wall-clock limit"),
+        "{s:?}"
+    );
+}

@@ -33,6 +33,30 @@ pub const CREDENTIAL_HEADERS: [&str; 5] = [
     "x-api-key",
 ];
 
+/// Parts of a header name that say its value is a secret (x-vault-token,
+/// x-client-secret, x-amz-security-token, x-auth-key, ...): such a header is
+/// never copied. Challenges (www-authenticate, proxy-authenticate) carry
+/// schemes and realms, not secrets.
+const SECRET_WORDS: [&str; 9] = [
+    "token",
+    "secret",
+    "key",
+    "auth",
+    "passw",
+    "session",
+    "cookie",
+    "credential",
+    "signature",
+];
+const NOT_SECRET: [&str; 2] = ["www-authenticate", "proxy-authenticate"];
+
+fn secret_word(name: &str) -> Option<&'static str> {
+    if NOT_SECRET.contains(&name) {
+        return None;
+    }
+    SECRET_WORDS.iter().copied().find(|w| name.contains(w))
+}
+
 /// MCP session ids are bearer-like: hashed in the kernel like credentials,
 /// with their shape (length, distinct bytes, visible-ASCII check) kept.
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -64,6 +88,12 @@ pub enum HeaderConfigError {
         "header {0:?} carries credentials and is never copied; it is always hashed in the kernel"
     )]
     Credential(String),
+    #[error(
+        "header {0:?} looks like it carries a secret (its name contains {1:?}): its value is never \
+         copied out of the kernel; only authorization, proxy-authorization, cookie, set-cookie and \
+         x-api-key are hashed there"
+    )]
+    CredentialLike(String, &'static str),
     #[error("at most {HDR_SLOTS} headers can be copied, {0} were configured")]
     TooMany(usize),
     #[error("header {0:?} is listed twice")]
@@ -151,6 +181,9 @@ impl HeaderTable {
             }
             if CREDENTIAL_HEADERS.contains(&name.as_str()) || name == SESSION_HEADER {
                 return Err(HeaderConfigError::Credential(name));
+            }
+            if let Some(word) = secret_word(&name) {
+                return Err(HeaderConfigError::CredentialLike(name, word));
             }
             if slot_names.contains(&name) {
                 return Err(HeaderConfigError::Duplicate(name));
@@ -257,6 +290,24 @@ mod tests {
             HeaderTable::new(&["Cookie"]),
             Err(HeaderConfigError::Credential("cookie".into()))
         );
+        for name in [
+            "x-vault-token",
+            "X-Client-Secret",
+            "x-amz-security-token",
+            "x-auth-user",
+            "x-session",
+            "x-db-password",
+            "x-goog-api-key",
+        ] {
+            assert!(
+                matches!(
+                    HeaderTable::new(&[name]),
+                    Err(HeaderConfigError::CredentialLike(..))
+                ),
+                "{name} accepted"
+            );
+        }
+        assert!(HeaderTable::new(&["www-authenticate", "keep-alive", "x-request-id"]).is_ok());
         assert!(matches!(
             HeaderTable::new(&["bad name"]),
             Err(HeaderConfigError::InvalidName(_))

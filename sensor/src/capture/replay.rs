@@ -113,7 +113,12 @@ fn resegment(frame: &[u8]) -> Option<Vec<Vec<u8>>> {
         0x86dd if *frame.get(l3 + 6)? == 6 => (l3 + 40, true),
         _ => return None,
     };
+    // A data offset below the 20-byte TCP header is malformed: the stack
+    // drops such a segment, and splitting it would index past the header.
     let doff = usize::from(frame.get(l4 + 12)? >> 4) * 4;
+    if doff < 20 {
+        return None;
+    }
     let payload_at = l4 + doff;
     let payload = frame.get(payload_at..)?;
     let seq = u32::from_be_bytes(frame.get(l4 + 4..l4 + 8)?.try_into().ok()?);
@@ -388,5 +393,55 @@ mod tests {
         assert!(to_ethernet(DataLink::LINUX_SLL, &[1, 2, 3]).is_none());
         assert!(to_ethernet(DataLink::RAW, &[]).is_none());
         assert!(resegment(&[0u8; 5]).is_none());
+    }
+
+    /// An oversized IPv4 TCP frame as GRO captures have them.
+    fn big_tcp_frame() -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&[
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ]);
+        f.extend_from_slice(&[
+            0x1f, 0x90, 0x30, 0x39, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+        f.extend(std::iter::repeat_n(b'A', 3 * MAX_TEST_RUN_FRAME));
+        f
+    }
+
+    #[test]
+    fn a_tcp_data_offset_below_the_header_is_refused_not_a_panic() {
+        let mut f = big_tcp_frame();
+        assert!(resegment(&f).is_some_and(|p| p.len() > 1));
+        for doff in 0..5u8 {
+            f[14 + 20 + 12] = doff << 4;
+            assert!(resegment(&f).is_none(), "data offset {doff}");
+        }
+    }
+
+    #[test]
+    fn mutated_oversized_frames_never_panic() {
+        // A cheap in-suite mutator (xorshift): bytes of the link, IP and TCP
+        // headers set at random, lengths cut anywhere.
+        let base = big_tcp_frame();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let mut f = base.clone();
+            for _ in 0..(next() % 6 + 1) {
+                let i = (next() % 60) as usize;
+                f[i] = next() as u8;
+            }
+            let cut = (next() as usize) % (f.len() + 1);
+            f.truncate(cut.max(next() as usize % 80));
+            if let Some(pieces) = resegment(&f) {
+                assert!(pieces.iter().all(|p| !p.is_empty()));
+            }
+        }
     }
 }

@@ -115,11 +115,19 @@ impl Default for RulesConfig {
     }
 }
 
+/// Rule worker threads, at most.
+pub const MAX_WORKERS: usize = 256;
+
 impl RulesConfig {
     /// Checks values a rule set cannot work with. Errors name the key.
     pub fn validate(&self) -> Result<(), String> {
-        if self.workers == 0 {
-            return Err("rules.workers must be at least 1".into());
+        // One thread and one Rhai engine each: more than a few per core only
+        // costs memory and context switches.
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(format!(
+                "rules.workers must be between 1 and {MAX_WORKERS}, got {}",
+                self.workers
+            ));
         }
         if self.state_max_keys == 0 {
             return Err("rules.state_max_keys must be at least 1".into());

@@ -54,6 +54,37 @@ pub(crate) const MAX_STRING_SIZE: usize = 64 * 1024;
 pub(crate) const MAX_ARRAY_SIZE: usize = 10_000;
 pub(crate) const MAX_MAP_SIZE: usize = 10_000;
 
+/// Wall-clock time one rule may spend on one event. The operations budget
+/// bounds steps, not time: one `sort` of a 7,936-element array is a single
+/// operation, and 5,000 of them took 3 s. Past this the evaluation is stopped,
+/// counted and skipped like an exhausted operations budget.
+pub(crate) const MAX_EVAL_TIME: std::time::Duration = std::time::Duration::from_millis(50);
+/// Operations between two clock reads (a read costs tens of ns; an
+/// operation costs less).
+const CLOCK_EVERY_OPS: u64 = 32;
+
+thread_local! {
+    /// When the evaluation running on this thread started (each worker runs
+    /// its own engine, one evaluation at a time).
+    static EVAL_STARTED: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Start the wall-clock limit for one evaluation on this thread; it ends with
+/// the guard (outside an evaluation, e.g. a rule header at load, no limit runs).
+pub(crate) fn start_eval_clock() -> EvalClock {
+    EVAL_STARTED.set(Some(std::time::Instant::now()));
+    EvalClock
+}
+
+pub(crate) struct EvalClock;
+
+impl Drop for EvalClock {
+    fn drop(&mut self) {
+        EVAL_STARTED.set(None);
+    }
+}
+
 /// A sandboxed engine with the helpers registered.
 pub(crate) fn new_engine(max_operations: u64, ctx: Arc<EvalCtx>) -> Engine {
     let mut e = Engine::new();
@@ -70,6 +101,18 @@ pub(crate) fn new_engine(max_operations: u64, ctx: Arc<EvalCtx>) -> Engine {
         .set_fail_on_invalid_map_property(false)
         // Interning every `let` string costs more than it saves: events are short-lived.
         .set_max_strings_interned(0);
+    e.on_progress(|ops| {
+        if ops % CLOCK_EVERY_OPS != 0 {
+            return None;
+        }
+        let started = EVAL_STARTED.get()?;
+        (started.elapsed() > MAX_EVAL_TIME).then(|| {
+            Dynamic::from(format!(
+                "wall-clock limit of {} ms per evaluation exceeded",
+                MAX_EVAL_TIME.as_millis()
+            ))
+        })
+    });
     e.disable_symbol("eval");
     e.disable_symbol("import");
     e.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());

@@ -35,6 +35,8 @@ pub struct Evaluator {
     last_time: i64,
     /// Replaces the set's `config` map (fixtures that test other settings).
     config_override: Option<Dynamic>,
+    /// Keys in `config`'s maps as pushed: a rule that adds one is caught.
+    config_keys: usize,
 }
 
 /// Why one rule produced nothing for one event.
@@ -60,6 +62,7 @@ impl Evaluator {
             runnable: Vec::new(),
             last_time: 0,
             config_override: None,
+            config_keys: 0,
         };
         ev.reset_scope();
         ev
@@ -74,6 +77,7 @@ impl Evaluator {
             Some(c) => c.flatten_clone(),
             None => self.set.config_map.flatten_clone(),
         };
+        self.config_keys = map_keys(&config);
         self.scope.push_constant_dynamic("config", config);
         self.ctx
             .set_rules(self.set.rules.iter().map(|r| r.id.clone()).collect());
@@ -135,6 +139,15 @@ impl Evaluator {
         let now = self.event_time_ns(&ev.time);
         self.ctx.now_ns.store(now, Ordering::Relaxed);
         let base = self.scope.len();
+        // Counted only when a rule that may write runs (see wrote_to_views).
+        let ev_keys = if runnable
+            .iter()
+            .any(|&(i, _)| set.rules[i].writes_through_chain)
+        {
+            map_keys(&value)
+        } else {
+            0
+        };
         self.scope.push_constant_dynamic("ev", value);
         let with_ev = self.scope.len();
         let mut alerts = Vec::new();
@@ -155,6 +168,16 @@ impl Evaluator {
             mark = now_mark;
             self.scope.rewind(with_ev);
             counters.evaluations.fetch_add(1, Ordering::Relaxed);
+            if rule.writes_through_chain && self.wrote_to_views(ev, ev_keys) {
+                record_failure(
+                    counters,
+                    Failure::Error(format!(
+                        "{}: wrote to ev or config; rules get read-only views (the write was undone and the rule's result dropped)",
+                        rule.file
+                    )),
+                );
+                continue;
+            }
             counters
                 .eval_ns
                 .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
@@ -177,6 +200,29 @@ impl Evaluator {
         self.scope.rewind(base);
         self.runnable = runnable;
         alerts
+    }
+
+    /// Whether the rule just run added keys to `ev` or `config` (Rhai refuses
+    /// writes to a constant's existing fields, but lets a new key be added to
+    /// one of its maps). If so, both are put back as they were, so that no
+    /// other rule and no later event sees the write.
+    fn wrote_to_views(&mut self, ev: &Event, ev_keys: usize) -> bool {
+        let ev_now = self.scope.get("ev").map_or(ev_keys, map_keys);
+        let config_now = self.scope.get("config").map_or(self.config_keys, map_keys);
+        if ev_now == ev_keys && config_now == self.config_keys {
+            return false;
+        }
+        // Constants cannot be replaced in place: the scope is `config`, then
+        // `ev` (reset_scope, evaluate), so both are pushed again in that order.
+        let config = match &self.config_override {
+            Some(c) => c.flatten_clone(),
+            None => self.set.config_map.flatten_clone(),
+        };
+        debug_assert_eq!(self.scope.len(), 2, "scope is config, ev");
+        self.scope.rewind(0);
+        self.scope.push_constant_dynamic("config", config);
+        self.scope.push_constant_dynamic("ev", event_to_dynamic(ev));
+        true
     }
 
     fn event_time_ns(&mut self, t: &str) -> i64 {
@@ -251,6 +297,7 @@ fn run_rule(
     scope: &mut Scope,
     rule: &Rule,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
+    let _clock = super::engine::start_eval_clock();
     let mut global = engine.new_global_runtime_state();
     global.lib.push(rule.ast.shared_lib().clone());
     global.source = rule.ast.source().map(Into::into);
@@ -258,6 +305,21 @@ fn run_rule(
     // favour of the public API we are avoiding for its per-call cache.
     #[allow(deprecated)]
     engine.eval_statements_raw(&mut global, caches, scope, rule.ast.statements())
+}
+
+/// Keys in every map of `v`, nested maps and maps inside arrays included, but
+/// for keys holding (): a method call on a missing property (`ev.http.x.len()`)
+/// leaves such a key behind, and () reads the same as a missing key.
+fn map_keys(v: &Dynamic) -> usize {
+    if let Ok(m) = v.as_map_ref() {
+        m.values()
+            .map(|x| if x.is_unit() { 0 } else { 1 + map_keys(x) })
+            .sum::<usize>()
+    } else if let Ok(a) = v.as_array_ref() {
+        a.iter().map(map_keys).sum()
+    } else {
+        0
+    }
 }
 
 /// `requires` decided on the event: any path present, none present, or `None`
@@ -370,7 +432,11 @@ fn classify(rule: &Rule, e: &EvalAltResult) -> Failure {
         Some(l) => format!("{}:{l}", rule.file),
         None => rule.file.clone(),
     };
-    let msg = format!("{at}: {e}");
+    let msg = match e.unwrap_inner() {
+        // The token says why (engine.rs: the wall-clock limit).
+        EvalAltResult::ErrorTerminated(why, _) => format!("{at}: stopped: {why}"),
+        _ => format!("{at}: {e}"),
+    };
     match e.unwrap_inner() {
         EvalAltResult::ErrorTooManyOperations(..)
         | EvalAltResult::ErrorDataTooLarge(..)

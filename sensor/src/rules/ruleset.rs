@@ -46,6 +46,10 @@ pub struct Rule {
     pub(crate) ast: Arc<AST>,
     /// The header map, visible to the condition as `rule`.
     pub(crate) header: Dynamic,
+    /// Whether the rule assigns through a property or index chain (`a.b = `,
+    /// `a[k] = `): only such a rule can add a key to `ev` or `config`, so only
+    /// its evaluations are checked for it (eval.rs, wrote_to_views).
+    pub(crate) writes_through_chain: bool,
 }
 
 /// Counters of one rule, shared by every worker evaluating the set.
@@ -492,9 +496,27 @@ fn compile_rule(
             requires,
         },
         file: file.display().to_string(),
+        writes_through_chain: writes_through_chain(&condition),
         ast: Arc::new(condition),
         header: Dynamic::from_map(meta),
     }))
+}
+
+/// Any assignment (or op-assignment) whose target is `x.y` or `x[i]`, in the
+/// rule's statements or its functions.
+fn writes_through_chain(ast: &AST) -> bool {
+    use rhai::{ASTNode, Expr, Stmt};
+    let mut found = false;
+    ast.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Stmt(Stmt::Assignment(x))) = path.last() {
+            if matches!(x.1.lhs, Expr::Dot(..) | Expr::Index(..)) {
+                found = true;
+                return false;
+            }
+        }
+        true
+    });
+    found
 }
 
 fn is_attack_id(s: &str) -> bool {
