@@ -580,7 +580,14 @@ fn anchors_file_and_cli() {
     };
     let mut w = AuditWriter::open(&c).unwrap();
     assert_eq!(w.maybe_anchor().unwrap(), None, "empty chain has no head");
-    for i in 0..5 {
+    // The first record is anchored at the next tick, not an interval later.
+    w.append(AuditKind::Alert, &alert(0)).unwrap();
+    let first = w
+        .maybe_anchor()
+        .unwrap()
+        .expect("first record anchored at once");
+    assert_eq!(first.seq, 1);
+    for i in 1..5 {
         w.append(AuditKind::Alert, &alert(i)).unwrap();
     }
     let a1 = w.anchor_now().unwrap().unwrap();
@@ -591,7 +598,7 @@ fn anchors_file_and_cli() {
     }
     w.anchor_now().unwrap();
     drop(w);
-    assert_eq!(lines(&anchors).len(), 2);
+    assert_eq!(lines(&anchors).len(), 3);
     let spec = AnchorSpec::from_arg(anchors.to_str().unwrap()).unwrap();
     assert_eq!(spec.seq, 10);
 

@@ -1701,3 +1701,31 @@ fn direct_header_reads_and_skb_loads_give_identical_results() {
     }
     assert_eq!(c.get("packets_seen"), frames.len() as u64);
 }
+
+/// `Authorization:` with an empty value (or only blanks) authenticates nobody:
+/// it is absent for the rules and flagged, never counted as present.
+#[test]
+fn an_empty_credential_is_absent_and_flagged() {
+    require_root!();
+    let p = probe();
+    for (i, value) in ["", " ", "\t \t"].iter().enumerate() {
+        let req = format!("GET /admin/ HTTP/1.1\r\nHost: h\r\nAuthorization:{value}\r\n\r\n");
+        let flow = Flow {
+            sport: 42000 + i as u16,
+            ..FLOW
+        };
+        let evs = run_frames(&p, &[v4(&flow, 1, req.as_bytes())]).unwrap();
+        assert_eq!(evs.len(), 1, "{value:?}");
+        let h = http(&evs[0]);
+        assert!(
+            !h.credentials.contains_key("authorization"),
+            "{value:?}: {:?}",
+            h.credentials
+        );
+        assert!(
+            h.anomalies.iter().any(|a| a == "empty_credential"),
+            "{value:?}: {:?}",
+            h.anomalies
+        );
+    }
+}

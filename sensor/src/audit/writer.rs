@@ -365,10 +365,12 @@ impl AuditWriter {
     /// The audit file itself is synced first so that the anchor never points past
     /// what is on disk.
     pub fn anchor_now(&mut self) -> Result<Option<AuditHead>> {
-        self.last_anchor = Some(Instant::now());
+        // No head yet: no anchor, and the clock does not start, so the first
+        // record is anchored at the next call, not an interval later.
         let Some(head) = self.head.clone() else {
             return Ok(None);
         };
+        self.last_anchor = Some(Instant::now());
         self.sync()?;
         if let Some(path) = self.cfg.anchors_path.clone() {
             if self.anchors.is_none() {

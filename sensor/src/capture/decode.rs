@@ -137,8 +137,15 @@ impl Decoder {
             }
         }
         let mut credentials = BTreeMap::new();
+        let mut empty_credential = false;
         for (i, c) in raw.creds.iter().enumerate() {
             if c.present == 0 {
+                continue;
+            }
+            // `Authorization:` with nothing after it authenticates nobody: it
+            // is absent for rules (GW-HTTP-001 must still fire), flagged.
+            if c.len == 0 {
+                empty_credential = true;
                 continue;
             }
             let name = super::headers::CREDENTIAL_HEADERS[i.min(4)];
@@ -156,11 +163,14 @@ impl Decoder {
                 },
             );
         }
-        let anomalies = ANOMALY_NAMES
+        let mut anomalies: Vec<String> = ANOMALY_NAMES
             .iter()
             .filter(|(bit, _)| raw.anomalies & bit != 0)
             .map(|(_, name)| name.to_string())
             .collect();
+        if empty_credential {
+            anomalies.push("empty_credential".to_string());
+        }
         let is_response = raw.is_response != 0;
         let method_len = usize::from(raw.method_len).min(raw.method.len());
         let path_len = usize::from(raw.path_len).min(raw.path.len());
@@ -256,13 +266,21 @@ fn mcp_info(m: &gw_mcp_body, info: &HttpInfo) -> Option<McpInfo> {
 
 /// Bytes from the wire as text: valid UTF-8 stays, anything else is escaped
 /// (`\xNN`), so a hostile header can never produce invalid JSON or a terminal escape.
+/// Bytes from the wire as text a reader can trust: ASCII control bytes and
+/// invalid UTF-8 as `\xNN`, a backslash as `\x5c` (so that a literal `\x1b`
+/// in a path never reads like an escaped ESC), and characters that change how
+/// text displays without showing (C1 controls, bidirectional overrides such
+/// as U+202E, line and paragraph separators, zero-width characters, the BOM)
+/// as `\u{XXXX}`.
 fn text(bytes: &[i8]) -> String {
     let bytes: Vec<u8> = bytes.iter().map(|b| *b as u8).collect();
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for ch in chunk.valid().chars() {
-            if ch.is_control() {
+            if ch.is_ascii_control() || ch == '\\' {
                 out.push_str(&format!("\\x{:02x}", ch as u32));
+            } else if ch.is_control() || is_invisible(ch) {
+                out.push_str(&format!("\\u{{{:04x}}}", ch as u32));
             } else {
                 out.push(ch);
             }
@@ -272,6 +290,39 @@ fn text(bytes: &[i8]) -> String {
         }
     }
     out
+}
+
+/// Format characters that reorder or hide text (Unicode Cf, Zl, Zp of use in
+/// spoofing: bidi embeddings/overrides/isolates, zero-width, separators, BOM).
+fn is_invisible(ch: char) -> bool {
+    matches!(ch as u32,
+        0x00ad | 0x061c | 0x180e | 0x200b..=0x200f | 0x2028..=0x202e | 0x2060..=0x2069 | 0xfeff)
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::text;
+
+    fn t(s: &[u8]) -> String {
+        text(&s.iter().map(|b| *b as i8).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn escapes_are_unambiguous_and_invisible_characters_are_shown() {
+        // A real ESC byte and the four characters `\x1b` read differently.
+        assert_eq!(t(b"/a\x1b"), r"/a\x1b");
+        assert_eq!(t(br"/a\x1b"), r"/a\x5cx1b");
+        // Invalid UTF-8 stays a byte escape; U+0085 (NEL) is a code point.
+        assert_eq!(t(b"/\x85"), r"/\x85");
+        assert_eq!(t("/\u{85}".as_bytes()), r"/\u{0085}");
+        // Bidi override and line separator never reach the output as such.
+        assert_eq!(
+            t("/admin\u{202e}txt.exe".as_bytes()),
+            r"/admin\u{202e}txt.exe"
+        );
+        assert_eq!(t("/a\u{2028}b".as_bytes()), r"/a\u{2028}b");
+        assert_eq!(t("/caf\u{e9}".as_bytes()), "/caf\u{e9}");
+    }
 }
 
 fn endpoints(h: &gw_event_hdr) -> (Option<Endpoint>, Option<Endpoint>) {
