@@ -343,10 +343,40 @@ class Sensor:
             f"{json.dumps(self.events())[-4000:]}\nstderr:\n{self.stderr()[-3000:]}")
 
 
+def masked(path, clear=()):
+    """A request target as the kernel exports it: every query value's bytes
+    replaced by '*' (its length kept) unless its name, lower-cased, is in
+    `clear` (capture.query_clear). Names and delimiters stay."""
+    if "?" not in path:
+        return path
+    head, _, query = path.partition("?")
+    out, name, in_value, keep = [head, "?"], "", False, False
+    for ch in query:
+        if ch in "&;#":
+            out.append(ch)
+            name, in_value, keep = "", False, False
+            if ch == "#":
+                out.append(query[query.index("#") + 1:])
+                break
+            continue
+        if in_value:
+            out.append(ch if keep else "*" * len(ch.encode()))
+            continue
+        if ch == "=":
+            in_value, keep = True, name.lower() in clear
+        else:
+            name += ch
+        out.append(ch)
+    return "".join(out)
+
+
 def is_req(path=None):
+    """Request events for `path` as sent (compared with its masked form)."""
+    want = None if path is None else masked(path)
+
     def pred(e):
         return e.get("kind") == "http_request" and (
-            path is None or e.get("http", {}).get("path") == path)
+            want is None or e.get("http", {}).get("path") == want)
     return pred
 
 

@@ -8,7 +8,7 @@ SSL_read_ex / SSL_write_ex in the system libssl), for the TLS capture tests.
 
 Request options: --path P, --token T (sent as "Authorization: Bearer T"),
 --header "Name: value" (repeatable), --split N (the header block is written in
-SSL_write calls of at most N bytes), --count N (requests on one connection),
+SSL_write calls of at most N bytes), --count N (requests on one connection, paths P/0, P/1, ...),
 --body B (a POST with Content-Type application/json whose body B goes out in
 its own SSL_write after the header block).
 The server answers each request with 200, a JSON body and Content-Length.
@@ -82,7 +82,9 @@ def server_ctx(cert, key):
 
 def request_bytes(args, i) -> bytes:
     method = "POST" if args.body else "GET"
-    lines = [f"{method} {args.path}{'' if args.count == 1 else f'?n={i}'} HTTP/1.1",
+    # Requests on one connection differ by a path segment, not a query value
+    # (query values leave the kernel masked).
+    lines = [f"{method} {args.path}{'' if args.count == 1 else f'/{i}'} HTTP/1.1",
              "Host: tls.example", "User-Agent: gwt-pyssl/1"]
     if args.body:
         lines += ["Content-Type: application/json", f"Content-Length: {len(args.body.encode())}"]

@@ -113,7 +113,7 @@ struct gw_parse_state {
 	/* query string of the request target (and of an SSE endpoint URL) */
 	__u8 in_query;
 	__u8 qname_len;
-	__u8 qval; /* 0 none, 1 session_id (masked, hashed), 2 access_token (masked), 3 other */
+	__u8 qval; /* 0 none, 1 session_id (masked, hashed), 2 masked, 3 allow-listed (clear) */
 	__u8 sess_active; /* the session id being hashed will be recorded */
 	/* body scan */
 	__u8 jstate;
@@ -216,6 +216,14 @@ const volatile __u64 gw_body_wait_ns = 1000000000ULL;
 const volatile __u8 gw_byte_path_only = 0;
 /* Seed of gw_hdr_hash; userspace picks it with the table's layout. */
 const volatile __u64 gw_hdr_seed = 0;
+/* Query parameters whose values stay in clear (capture.query_clear): names of
+ * 1..16 bytes, lower-cased, as two little-endian words. Every other value is
+ * masked: a secret in a URL is a credential like any other. */
+#define GW_QUERY_CLEAR_MAX 8
+const volatile __u8 gw_nquery_clear = 0;
+const volatile __u8 gw_qclear_len[GW_QUERY_CLEAR_MAX] = {};
+const volatile __u64 gw_qclear_w0[GW_QUERY_CLEAR_MAX] = {};
+const volatile __u64 gw_qclear_w1[GW_QUERY_CLEAR_MAX] = {};
 
 static __always_inline void gw_count_add(__u32 idx, __u64 n)
 {
@@ -397,10 +405,27 @@ static __always_inline void gw_sess_end(struct gw_work *w, int cut)
 	__builtin_memset(&w->ps.sip, 0, sizeof(w->ps.sip));
 }
 
+/* Whether a query parameter name (n bytes, lower-cased, in two words) is
+ * allow-listed to keep its value in clear. */
+static __always_inline int gw_query_clear(__u64 w0, __u64 w1, __u8 n)
+{
+	int i;
+
+	for (i = 0; i < GW_QUERY_CLEAR_MAX; i++) {
+		if (i >= gw_nquery_clear)
+			return 0;
+		if (gw_qclear_len[i] == n && gw_qclear_w0[i] == w0 && gw_qclear_w1[i] == w1)
+			return 1;
+	}
+	return 0;
+}
+
 /* One byte of a URL (request target, or an SSE endpoint's data: URL). In the
- * query string, the values of session_id (hashed as the MCP session) and
- * access_token are masked with '*'; the parameter names stay visible. Returns
- * the byte to keep. */
+ * query string every value is masked with '*' (its length kept) but for the
+ * allow-listed names (gw_query_clear); session_id's is also hashed as the MCP
+ * session. Names are matched lower-cased; a name spelled another way
+ * (percent-encoded, say) is simply not allow-listed: masked. The parameter
+ * names stay visible. Returns the byte to keep. */
 static __always_inline __u8 gw_query_byte(struct gw_work *w, __u8 b, __u8 origin)
 {
 	struct gw_parse_state *ps = &w->ps;
@@ -438,16 +463,15 @@ static __always_inline __u8 gw_query_byte(struct gw_work *w, __u8 b, __u8 origin
 		    ps->qname[1] == GW_C8('i', 'd', 0, 0, 0, 0, 0, 0)) {
 			ps->qval = 1;
 			gw_sess_begin(w, origin);
-		} else if (n == 12 && ps->qname[0] == GW_C8('a', 'c', 'c', 'e', 's', 's', '_', 't') &&
-			   ps->qname[1] == GW_C8('o', 'k', 'e', 'n', 0, 0, 0, 0)) {
-			ps->qval = 2;
-		} else {
+		} else if (n <= 16 && gw_query_clear(ps->qname[0], ps->qname[1], n)) {
 			ps->qval = 3;
+		} else {
+			ps->qval = 2;
 		}
 		return b;
 	}
 	if (n < 16)
-		ps->qname[(n >> 3) & 1] |= ((__u64)b) << (8 * (n & 7));
+		ps->qname[(n >> 3) & 1] |= ((__u64)gw_lower(b)) << (8 * (n & 7));
 	if (n <= 16)
 		ps->qname_len = n + 1;
 	return b;
@@ -1545,7 +1569,7 @@ static __always_inline void gw_qname_bytes(struct gw_parse_state *ps, __u64 v, _
 {
 	__u32 n = ps->qname_len;
 
-	gw_put16(ps->qname, n, v, k);
+	gw_put16(ps->qname, n, gw_lower8(v), k);
 	n += k;
 	ps->qname_len = n > 17 ? 17 : n;
 }
@@ -1726,7 +1750,7 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
 				gw_sess_bytes(w, v, k); /* session_id: hashed, masked */
 				v = GW_ONES * '*';
 			} else if (ps->qval == 2) {
-				v = GW_ONES * '*'; /* access_token: masked */
+				v = GW_ONES * '*'; /* not allow-listed: masked */
 			}
 		}
 		gw_st8(&ev->path[n & (GW_PATH_LEN - 1)], v & gw_mask(k));

@@ -33,7 +33,8 @@ fn get_with_headers_and_bearer_hash_matches_reference_siphash() {
     let h = http(&evs[0]);
     assert_eq!(evs[0].kind, EventKind::HttpRequest);
     assert_eq!(h.method.as_deref(), Some("GET"));
-    assert_eq!(h.path.as_deref(), Some("/api/v1/items?id=7"));
+    // Query values are masked unless allow-listed (capture.query_clear).
+    assert_eq!(h.path.as_deref(), Some("/api/v1/items?id=*"));
     assert_eq!(h.version, "HTTP/1.1");
     assert_eq!(h.headers["host"], "api.example");
     assert_eq!(h.headers["x-request-id"], "rid-1");
@@ -571,7 +572,7 @@ fn session_ids_are_hashed_with_their_shape_and_query_secrets_masked() {
     let h = http(&evs[0]);
     assert_eq!(
         h.path.as_deref(),
-        Some("/messages/?session_id=*********&x=1&access_token=*********")
+        Some("/messages/?session_id=*********&x=*&access_token=*********")
     );
     let s = h.mcp_session.as_ref().unwrap();
     assert_eq!(s.origin, gatewatch::events::SessionIdOrigin::Query);
@@ -1726,6 +1727,87 @@ fn an_empty_credential_is_absent_and_flagged() {
             h.anomalies.iter().any(|a| a == "empty_credential"),
             "{value:?}: {:?}",
             h.anomalies
+        );
+    }
+}
+
+/// Every query value leaves the kernel masked, whatever its name or spelling,
+/// but for the allow-listed names (case-insensitive); names and lengths stay.
+#[test]
+fn every_query_value_is_masked_but_the_allow_listed_ones() {
+    require_root!();
+    let secret = "S3cr3tV4lue";
+    let names = [
+        "api_key",
+        "apikey",
+        "token",
+        "key",
+        "sig",
+        "signature",
+        "X-Amz-Signature",
+        "X-Amz-Credential",
+        "X-Amz-Security-Token",
+        "password",
+        "secret",
+        "client_secret",
+        "code",
+        "refresh_token",
+        "id_token",
+        "jwt",
+        "ACCESS_TOKEN",
+        "access%5Ftoken",
+        "Access_Token",
+        "a",
+        "page_token_of_a_very_long_name",
+    ];
+    let cfg = CaptureConfig {
+        query_clear: vec!["page".into(), "Q".into()],
+        ..CaptureConfig::default()
+    };
+    for byte_path_only in [false, true] {
+        let p = Probe::load(&CaptureConfig {
+            byte_path_only,
+            ..cfg.clone()
+        })
+        .unwrap();
+        for (i, name) in names.iter().enumerate() {
+            let target = format!("/p?page=2&{name}={secret}&Q=x&PAGE=3");
+            let req = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let flow = Flow {
+                sport: 43000 + i as u16,
+                ..FLOW
+            };
+            let evs = run_frames(&p, &[v4(&flow, 1, req.as_bytes())]).unwrap();
+            assert_eq!(evs.len(), 1, "{name}");
+            let want = format!("/p?page=2&{name}={}&Q=x&PAGE=3", "*".repeat(secret.len()));
+            assert_eq!(http(&evs[0]).path.as_deref(), Some(want.as_str()), "{name}");
+            let json = serde_json::to_string(&evs[0]).unwrap();
+            assert!(!json.contains(secret), "{name}: {json}");
+        }
+        // A second '?' is part of a value, and a value without a name is masked.
+        let evs = run_frames(
+            &p,
+            &[v4(
+                &FLOW,
+                1,
+                format!("GET /p?x=1?access_token={secret}&={secret} HTTP/1.1\r\nHost: h\r\n\r\n")
+                    .as_bytes(),
+            )],
+        )
+        .unwrap();
+        let path = http(&evs[0]).path.clone().unwrap();
+        assert!(!path.contains(secret), "{path}");
+        assert!(path.starts_with("/p?x=*"), "{path}");
+    }
+    // Names that look like secrets cannot be allow-listed.
+    for bad in ["api_key", "session_id", "Token", "a&b", ""] {
+        assert!(
+            Probe::load(&CaptureConfig {
+                query_clear: vec![bad.into()],
+                ..CaptureConfig::default()
+            })
+            .is_err(),
+            "{bad:?} accepted"
         );
     }
 }

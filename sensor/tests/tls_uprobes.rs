@@ -268,7 +268,7 @@ fn keep_alive_requests_and_bodies_are_followed_per_connection() {
         .iter()
         .map(|e| e.http.as_ref().unwrap().path.clone().unwrap())
         .collect();
-    assert_eq!(paths, vec!["/ka?n=0", "/ka?n=1", "/ka?n=2"]);
+    assert_eq!(paths, vec!["/ka/0", "/ka/1", "/ka/2"]);
     assert_eq!(
         find(&evs, EventKind::HttpResponse, Direction::Ingress).len(),
         3

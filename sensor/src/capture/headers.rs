@@ -50,6 +50,11 @@ const SECRET_WORDS: [&str; 9] = [
 ];
 const NOT_SECRET: [&str; 2] = ["www-authenticate", "proxy-authenticate"];
 
+/// Whether a header or query parameter name says its value is a secret.
+pub fn looks_secret(name: &str) -> bool {
+    secret_word(name).is_some()
+}
+
 fn secret_word(name: &str) -> Option<&'static str> {
     if NOT_SECRET.contains(&name) {
         return None;

@@ -51,6 +51,11 @@ pub struct CaptureConfig {
     /// may use; beyond it fewer connections are inspected (see governor.rs).
     /// 0 = no budget: every connection is inspected, whatever it costs.
     pub cpu_budget_percent: f64,
+    /// Query parameters whose values leave the kernel in clear (at most 8
+    /// names of 1..16 bytes, matched case-insensitively). Every other query
+    /// value is masked with `*` in the kernel, its length kept: an allow list,
+    /// since a secret can hide under any name (api_key, sig, X-Amz-Signature).
+    pub query_clear: Vec<String>,
     /// Test only: run the kernel parser one byte per step, never its
     /// multi-byte steps. That path is the reference the fast paths are checked
     /// against (tests/kernel_parser.rs); not settable from the config file.
@@ -80,6 +85,7 @@ impl Default for CaptureConfig {
             flow_table_size: 2048,
             attach_mode: attach::AttachMode::Auto,
             cpu_budget_percent: 0.0,
+            query_clear: Vec::new(),
             byte_path_only: false,
             skb_loads_only: false,
         }
@@ -134,9 +140,50 @@ impl CaptureConfig {
                 ncpu
             );
         }
+        self.query_clear_words()?;
         Ok(table)
     }
+
+    /// `query_clear` as the kernel compares it: (length, word 0, word 1) of
+    /// each lower-cased name.
+    pub fn query_clear_words(&self) -> Result<Vec<(u8, u64, u64)>> {
+        if self.query_clear.len() > QUERY_CLEAR_MAX {
+            bail!(
+                "capture.query_clear: at most {QUERY_CLEAR_MAX} names, {} given",
+                self.query_clear.len()
+            );
+        }
+        let mut out = Vec::new();
+        for name in &self.query_clear {
+            let lower = name.to_ascii_lowercase();
+            let b = lower.as_bytes();
+            if b.is_empty()
+                || b.len() > 16
+                || !b
+                    .iter()
+                    .all(|c| c.is_ascii_graphic() && !b"&=#;?%".contains(c))
+            {
+                bail!(
+                    "capture.query_clear: {name:?} must be 1..16 printable bytes without & = # ; ? %"
+                );
+            }
+            if lower == "session_id" || headers::looks_secret(&lower) {
+                bail!(
+                    "capture.query_clear: {name:?} looks like it carries a secret; its value stays masked"
+                );
+            }
+            let mut w = [0u8; 16];
+            w[..b.len()].copy_from_slice(b);
+            let w0 = u64::from_le_bytes(w[..8].try_into().unwrap_or_default());
+            let w1 = u64::from_le_bytes(w[8..].try_into().unwrap_or_default());
+            out.push((b.len() as u8, w0, w1));
+        }
+        Ok(out)
+    }
 }
+
+/// Query names `capture.query_clear` can hold (GW_QUERY_CLEAR_MAX in gw_http.h).
+pub const QUERY_CLEAR_MAX: usize = 8;
 
 const _: () = assert!(
     std::mem::size_of::<skel::types::gw_hdr_slot>() == headers::HDR_SLOT_SIZE,
@@ -339,6 +386,13 @@ fn load_net(
         ro.gw_skb_loads_only = u8::from(cfg.skb_loads_only);
         ro.gw_hdr_seed = hdr_seed;
         ro.gw_budget_on = u8::from(cfg.cpu_budget_percent > 0.0);
+        let clear = cfg.query_clear_words()?;
+        ro.gw_nquery_clear = clear.len() as u8;
+        for (i, (len, w0, w1)) in clear.into_iter().enumerate() {
+            ro.gw_qclear_len[i] = len;
+            ro.gw_qclear_w0[i] = w0;
+            ro.gw_qclear_w1[i] = w1;
+        }
     }
     if let Some(other) = key_of {
         open.maps

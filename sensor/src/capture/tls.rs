@@ -282,6 +282,10 @@ fn open_and_load(probe: &Probe, with_sock_tps: bool) -> Result<TlsSkel<'static>>
         ro.gw_byte_path_only = net_ro.gw_byte_path_only;
         ro.gw_hdr_seed = net_ro.gw_hdr_seed;
         ro.gw_budget_on = net_ro.gw_budget_on;
+        ro.gw_nquery_clear = net_ro.gw_nquery_clear;
+        ro.gw_qclear_len = net_ro.gw_qclear_len;
+        ro.gw_qclear_w0 = net_ro.gw_qclear_w0;
+        ro.gw_qclear_w1 = net_ro.gw_qclear_w1;
     }
     let net = &probe.skel.maps;
     open.maps
