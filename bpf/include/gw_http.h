@@ -101,7 +101,7 @@ struct gw_parse_state {
 	__u8 ver_len;
 	__u8 status_digits;
 	__u8 cl_seen;
-	__u8 cl_bad;
+	__u8 cl_bad; /* 0 digits so far, 2 digits then blanks, 1 not a length */
 	__u8 te_seen;
 	__u8 te_chunked_only; /* unused by rules; decides whether a body can be skipped */
 	__u8 host_seen;
@@ -628,7 +628,7 @@ static __always_inline void gw_header_value_done(struct gw_work *w, int cut)
 		ps->scheme = 0;
 		__builtin_memset(&ps->sip, 0, sizeof(ps->sip));
 	} else if (ps->cur_special == GW_HS_CONTENT_LENGTH) {
-		if (ps->cl_bad || ps->val_total == 0)
+		if (ps->cl_bad == 1 || ps->val_total == 0)
 			w->ev.anomalies |= GW_AN_INVALID_CL;
 		else if (!(w->ev.anomalies & GW_AN_DUP_CONTENT_LENGTH))
 			w->ev.content_length = ps->cl_value;
@@ -685,8 +685,12 @@ static __always_inline void gw_value_byte(struct gw_work *w, __u8 b)
 		ps->ct_len++;
 	}
 	if (ps->cur_special == GW_HS_CONTENT_LENGTH) {
-		if (b >= '0' && b <= '9' && ps->cl_value < 100000000000000ULL)
+		/* digits, then optional trailing blanks (OWS, RFC 9110 §5.5: valid,
+		 * servers accept it); a digit after a blank is not a length */
+		if (b >= '0' && b <= '9' && ps->cl_bad == 0 && ps->cl_value < 100000000000000ULL)
 			ps->cl_value = ps->cl_value * 10 + (b - '0');
+		else if ((b == ' ' || b == '\t') && ps->cl_bad != 1)
+			ps->cl_bad = 2;
 		else
 			ps->cl_bad = 1;
 	}

@@ -1811,3 +1811,38 @@ fn every_query_value_is_masked_but_the_allow_listed_ones() {
         );
     }
 }
+
+/// `Content-Length: 4 ` (trailing blanks are valid OWS, and servers honour the
+/// length): no anomaly, the body is skipped by it and the next request read;
+/// a digit after a blank is still not a length.
+#[test]
+fn trailing_blanks_after_a_content_length_are_valid() {
+    require_root!();
+    let p = probe();
+    let req = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 4 \t\r\n\r\nabcdGET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+    let evs = run_frames(&p, &[v4(&FLOW, 1, req)]).unwrap();
+    let paths: Vec<_> = evs
+        .iter()
+        .map(|e| http(e).path.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        paths,
+        vec!["/a", "/b"],
+        "the 4-byte body is skipped by its length"
+    );
+    assert!(
+        http(&evs[0]).anomalies.is_empty(),
+        "{:?}",
+        http(&evs[0]).anomalies
+    );
+    let flow = Flow {
+        sport: 44001,
+        ..FLOW
+    };
+    let bad = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 4 5\r\n\r\n";
+    let evs = run_frames(&p, &[v4(&flow, 1, bad)]).unwrap();
+    assert!(http(&evs[0])
+        .anomalies
+        .iter()
+        .any(|a| a == "invalid_content_length"));
+}
