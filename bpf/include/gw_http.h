@@ -607,6 +607,13 @@ static __always_inline void gw_header_name_done(struct gw_work *w)
 	}
 }
 
+/* Authorization and Proxy-Authorization start with a scheme; cookies and
+ * API keys do not, and are hashed exactly as sent. */
+static __always_inline int gw_cred_has_scheme(__u8 c)
+{
+	return c == GW_CRED_AUTHORIZATION || c == GW_CRED_PROXY_AUTHORIZATION;
+}
+
 /* Called at the end of a header line (or when the window closes mid-value). */
 static __always_inline void gw_header_value_done(struct gw_work *w, int cut)
 {
@@ -665,7 +672,9 @@ static __always_inline void gw_value_byte(struct gw_work *w, __u8 b)
 		w->ev.anomalies |= GW_AN_CONTROL_CHAR;
 
 	if (ps->cur_special == GW_HS_CRED) {
-		gw_siphash_byte(&ps->sip, b);
+		/* An auth scheme is case-insensitive (RFC 9110 §11.1): hashed
+		 * lower-cased, so "bEarer T" and "Bearer T" are one credential. */
+		gw_siphash_byte(&ps->sip, !ps->scheme_done && gw_cred_has_scheme(ps->cur_cred) ? gw_lower(b) : b);
 		if (!ps->scheme_done) {
 			if (b == ' ')
 				ps->scheme_done = 1;
@@ -1561,7 +1570,8 @@ static __always_inline __u32 gw_scheme_fast(struct gw_work *w, __u64 v, __u32 av
 	if (all > k)
 		ps->scheme_done = 1;
 	ps->val_started = 1;
-	gw_siphash_bytes(&ps->sip, v, all);
+	/* the scheme hashed lower-cased, as on the byte path (the space stays) */
+	gw_siphash_bytes(&ps->sip, gw_cred_has_scheme(ps->cur_cred) ? gw_lower8(v) : v, all);
 	ps->val_total += all;
 	ps->bytes += all;
 	return all;

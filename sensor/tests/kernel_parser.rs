@@ -45,7 +45,10 @@ fn get_with_headers_and_bearer_hash_matches_reference_siphash() {
     assert_eq!(cred.length as usize, token.len());
 
     // The kernel's hash is SipHash-2-4 of the value under the run's key.
-    assert_eq!(cred.hash, reference_hash(&p, token.as_bytes()));
+    assert_eq!(
+        cred.hash,
+        reference_hash(&p, scheme_lowered(token).as_bytes())
+    );
     let json = serde_json::to_string(&evs[0]).unwrap();
     assert!(
         !json.contains("abcdefghijklmnop"),
@@ -372,7 +375,7 @@ fn word_at_a_time_values_match_the_reference_at_every_length_and_split() {
         );
         assert_eq!(
             h.credentials["authorization"].hash,
-            reference(&auth),
+            reference(&scheme_lowered(&auth)),
             "len {len}"
         );
         assert_eq!(h.credentials["authorization"].scheme, "bearer");
@@ -396,7 +399,7 @@ fn word_at_a_time_values_match_the_reference_at_every_length_and_split() {
             assert_eq!(split.len(), 1, "len {len} cut {off}");
             assert_eq!(
                 http(&split[0]).credentials["authorization"].hash,
-                reference(&auth),
+                reference(&scheme_lowered(&auth)),
                 "len {len} cut {off}"
             );
             assert_eq!(http(&split[0]).headers, h.headers, "len {len} cut {off}");
@@ -1845,4 +1848,56 @@ fn trailing_blanks_after_a_content_length_are_valid() {
         .anomalies
         .iter()
         .any(|a| a == "invalid_content_length"));
+}
+
+/// An Authorization value as the kernel hashes it: the scheme (up to the
+/// first space) lower-cased, the rest as sent.
+fn scheme_lowered(v: &str) -> String {
+    match v.split_once(' ') {
+        Some((scheme, rest)) => format!("{} {rest}", scheme.to_ascii_lowercase()),
+        None => v.to_ascii_lowercase(),
+    }
+}
+
+/// Auth schemes are case-insensitive (RFC 9110 §11.1): the same token under
+/// `Bearer`, `bearer` and `bEaReR` hashes the same (GW-HTTP-003 counts one
+/// credential); the token's own case still matters, and cookies are hashed as
+/// sent.
+#[test]
+fn the_auth_scheme_case_does_not_change_the_hash() {
+    require_root!();
+    for byte_path_only in [false, true] {
+        let p = Probe::load(&CaptureConfig {
+            byte_path_only,
+            ..CaptureConfig::default()
+        })
+        .unwrap();
+        let hash = |i: u16, auth: &str, cookie: &str| {
+            let req = format!(
+                "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: {auth}\r\nCookie: {cookie}\r\n\r\n"
+            );
+            let flow = Flow {
+                sport: 45000 + i,
+                ..FLOW
+            };
+            let evs = run_frames(&p, &[v4(&flow, 1, req.as_bytes())]).unwrap();
+            let c = &http(&evs[0]).credentials;
+            (c["authorization"].hash.clone(), c["cookie"].hash.clone())
+        };
+        let (a, c) = hash(0, "Bearer tok-123", "sid=AbC");
+        assert_eq!(hash(1, "bearer tok-123", "sid=AbC").0, a);
+        assert_eq!(hash(2, "bEaReR tok-123", "sid=AbC").0, a);
+        assert_eq!(hash(3, "BEARER tok-123", "sid=AbC").0, a);
+        assert_ne!(
+            hash(4, "Bearer TOK-123", "sid=AbC").0,
+            a,
+            "the token's case counts"
+        );
+        assert_ne!(
+            hash(5, "Bearer tok-123", "sid=abc").1,
+            c,
+            "cookies are hashed as sent"
+        );
+        assert_eq!(a, reference_hash(&p, b"bearer tok-123"));
+    }
 }
