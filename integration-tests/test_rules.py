@@ -63,6 +63,19 @@ def test_http_rules_fire_on_real_requests(sensor, topo):
     assert len(alerts(sensor)) == before
 
 
+def test_protected_path_spellings_the_server_serves_all_alert(sensor, topo):
+    """Each spelling of /admin/ is first checked to be served (200 from the
+    real server), then must raise GW-HTTP-001: rules match the target as the
+    server resolves it (http.path_normalized)."""
+    spellings = ["//admin/s1", "/./admin/s2", "/%61dmin/s3", "/q/../admin/s4",
+                 "/admin;p/s5", f"http://{topo.srv4}:8080/admin/s6"]
+    for s in spellings:
+        r = gwlib.raw_http(topo, [f"GET {s} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n".encode()])
+        assert r.response.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")), (s, r.response[:80])
+    for s in spellings:
+        wait_alert(sensor, "GW-HTTP-001", pred=lambda a, s=s: s in json.dumps(a))
+
+
 RULE = """let rule = #{{ id: "GW-TEST-900", title: "{title}", severity: "low",
     description: "test rule", kinds: ["http_request"], mitre: [] }};
 if ev.http.path.starts_with("{prefix}") {{ `{title} ${{ev.http.path}}` }}

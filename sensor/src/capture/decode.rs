@@ -177,6 +177,13 @@ impl Decoder {
         let mut info = HttpInfo {
             method: (!is_response).then(|| text(&raw.method[..method_len])),
             path: (!is_response).then(|| text(&raw.path[..path_len])),
+            path_normalized: if is_response {
+                None
+            } else {
+                let bytes: Vec<u8> = raw.path[..path_len].iter().map(|b| *b as u8).collect();
+                super::target::normalize(&bytes)
+                    .map(|p| text(&p.iter().map(|b| *b as i8).collect::<Vec<_>>()))
+            },
             path_truncated: raw.anomalies & (1 << 5) != 0,
             version: match raw.version_minor {
                 0 => "HTTP/1.0".to_string(),

@@ -12,6 +12,7 @@ pub mod l4;
 pub mod replay;
 pub mod skel;
 pub mod sweep;
+pub mod target;
 pub mod tls;
 pub mod verifier;
 

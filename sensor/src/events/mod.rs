@@ -130,6 +130,10 @@ pub struct HttpInfo {
     pub path: Option<String>,
     #[serde(default)]
     pub path_truncated: bool,
+    /// The target as a server resolves it (capture/target.rs): what path
+    /// rules match, so `//admin/`, `/%61dmin/` or `http://h/admin/` is `/admin/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_normalized: Option<String>,
     /// "HTTP/1.0" or "HTTP/1.1".
     pub version: String,
     /// Response status code; absent on requests.

@@ -68,6 +68,9 @@ fn http(h: &HttpInfo) -> Dynamic {
     if let Some(path) = &h.path {
         m.insert("path".into(), text(path));
     }
+    if let Some(path) = &h.path_normalized {
+        m.insert("path_normalized".into(), text(path));
+    }
     m.insert(
         "path_truncated".into(),
         Dynamic::from_bool(h.path_truncated),

@@ -183,7 +183,18 @@ pub fn build_event(partial: &Value, i: usize) -> Result<Event, String> {
         ev["time"] = Value::String(text);
     }
     merge(&mut ev, partial);
-    serde_json::from_value(ev).map_err(|e| format!("event {}: {e}", i + 1))
+    let mut ev: Event = serde_json::from_value(ev).map_err(|e| format!("event {}: {e}", i + 1))?;
+    // As decoding does for live events: the target as a server resolves it,
+    // unless the fixture says otherwise.
+    if let Some(h) = ev.http.as_mut() {
+        if h.path_normalized.is_none() {
+            h.path_normalized = h.path.as_deref().and_then(|p| {
+                crate::capture::target::normalize(p.as_bytes())
+                    .map(|n| String::from_utf8_lossy(&n).into_owned())
+            });
+        }
+    }
+    Ok(ev)
 }
 
 /// The set's `config` map with `patch` laid over it.
