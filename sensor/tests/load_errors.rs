@@ -73,6 +73,28 @@ fn stats_degraded(stdout: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// `run` for six seconds with `reject` injected; exits 0 on SIGTERM.
+/// Returns stdout, stderr and every sensor_stats `degraded` list seen; checks
+/// that some were seen and that GW-SENSOR-003 fired.
+fn degraded_run(reject: &str, cfg: &Path) -> (String, String, Vec<Vec<String>>) {
+    let child = gatewatch(reject, &["run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = run_for(child, 6);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let degraded = stats_degraded(&stdout);
+    assert!(!degraded.is_empty(), "no sensor_stats: {stdout}");
+    assert!(
+        stdout.contains("GW-SENSOR-003"),
+        "no GW-SENSOR-003 alert: {stdout}"
+    );
+    (stdout, err, degraded)
+}
+
 #[test]
 fn a_verifier_rejection_names_program_kernel_and_log_and_gives_no_capability_advice() {
     require_root!();
@@ -123,35 +145,16 @@ fn with_the_tls_programs_refused_packet_capture_runs_and_says_so() {
     require_root!();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let child = gatewatch("tls", &["run", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = run_for(child, 6);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err, degraded) = degraded_run("tls", &cfg);
     assert!(err.contains("TLS capture unavailable"), "{err}");
     assert!(
         err.contains("running with part of the capture missing"),
         "{err}"
     );
     assert!(err.contains("attached"), "packet capture attached: {err}");
-    let degraded = stats_degraded(&stdout);
-    assert!(!degraded.is_empty(), "no sensor_stats: {stdout}");
     assert!(
         degraded.iter().all(|d| d == &["tls".to_string()]),
         "{degraded:?}"
-    );
-    assert!(
-        stdout.contains("GW-SENSOR-003"),
-        "no GW-SENSOR-003 alert: {stdout}"
     );
     // doctor and --check-config say the same, doctor with exit 3 (degraded)
     let doc = gatewatch("tls", &["doctor"]).output().unwrap();
@@ -171,31 +174,12 @@ fn with_the_packet_programs_refused_tls_capture_runs_alone_and_says_so() {
     require_root!();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let child = gatewatch("net", &["run", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = run_for(child, 6);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err, degraded) = degraded_run("net", &cfg);
     assert!(err.contains("packet capture unavailable"), "{err}");
     assert!(!err.contains("ifindex"), "nothing attached to lo: {err}");
-    let degraded = stats_degraded(&stdout);
-    assert!(!degraded.is_empty(), "no sensor_stats: {stdout}");
     assert!(
         degraded.iter().all(|d| d.contains(&"packet".to_string())),
         "{degraded:?}"
-    );
-    assert!(
-        stdout.contains("GW-SENSOR-003"),
-        "no GW-SENSOR-003 alert: {stdout}"
     );
 }
 
