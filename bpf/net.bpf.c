@@ -458,15 +458,19 @@ static __always_inline void gw_flow_end_key(struct gw_flow_key *fk)
 	__u32 zero = 0;
 
 	saved = bpf_map_lookup_elem(&gw_flows, fk);
-	if (!saved || saved->ps.state != GW_S_JBODY)
+	if (!saved || (saved->ps.state != GW_S_JBODY && !gw_in_header_block(saved->ps.state)))
 		return;
 	w = bpf_map_lookup_elem(&gw_scratch, &zero);
 	if (!w)
 		return;
 	bpf_probe_read_kernel(w, sizeof(*w), saved);
 	bpf_map_delete_elem(&gw_flows, fk);
-	gw_body_scan_abandon(w);
-	gw_emit_msg(w);
+	if (w->ps.state == GW_S_JBODY) {
+		gw_body_scan_abandon(w);
+		gw_emit_msg(w);
+	} else {
+		gw_emit_cut(w); /* a header block the flow's end cut short */
+	}
 }
 
 static __always_inline void gw_flow_end(struct gw_pkt *p)

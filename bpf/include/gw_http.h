@@ -2016,6 +2016,28 @@ __noinline int gw_emit_msg(struct gw_work *w)
 	return 0;
 }
 
+/* Whether a message is in its start line or header block. */
+static __always_inline int gw_in_header_block(__u8 state)
+{
+	return state >= GW_S_METHOD && state <= GW_S_END_LF;
+}
+
+/* Emit a message whose header block will never complete (its flow ended,
+ * FIN or RST, or was reset): what was parsed, flagged truncated. Servers
+ * answer such requests (nginx and http.server serve "GET /admin/\r\n" + FIN),
+ * so the sensor must not lose them. A credential cut mid-value is closed as
+ * truncated too (its hash covers what arrived). */
+__noinline int gw_emit_cut(struct gw_work *w)
+{
+	if (!w)
+		return 0;
+	if (w->ps.state == GW_S_VALUE)
+		gw_header_value_done(w, 1);
+	w->ev.anomalies |= GW_AN_TRUNCATED;
+	gw_emit(w);
+	return 0;
+}
+
 /* Consume the current message's body from [*pos, len). Returns 1 when the body
  * continues past len (the caller saves its state), 0 when it ended here. */
 static __always_inline int gw_body_consume(struct gw_work *w, __u32 *pos, __u32 len)

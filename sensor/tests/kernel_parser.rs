@@ -1901,3 +1901,44 @@ fn the_auth_scheme_case_does_not_change_the_hash() {
         assert_eq!(a, reference_hash(&p, b"bearer tok-123"));
     }
 }
+
+/// A header block that never completes before the flow ends (FIN or RST):
+/// servers serve `GET /admin/\r\n` + FIN, so the sensor emits what it parsed,
+/// flagged truncated, in the same packet or a later one; a credential cut
+/// mid-value is closed (present, hash of what arrived), never leaked.
+#[test]
+fn a_header_block_cut_by_the_end_of_its_flow_is_emitted_truncated() {
+    require_root!();
+    let p = probe();
+    let cases: [(&[u8], u8); 4] = [
+        (b"GET /admin/\r\n", 0x11),
+        (b"GET /admin/ HTTP/1.1\r\nHost: h\r\n", 0x11),
+        (
+            b"GET /admin/ HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer cut-secret-tok",
+            0x14,
+        ),
+        (b"GET /admin/ HTTP/1.1\r\nHost: h\r\nX-A: b\r\n\r", 0x11),
+    ];
+    for (i, (head, flags)) in cases.iter().enumerate() {
+        let flow = Flow {
+            sport: 46000 + i as u16,
+            ..FLOW
+        };
+        let evs = run_frames(&p, &[v4(&flow, 1, head)]).unwrap();
+        assert!(evs.is_empty(), "case {i}: waits for the rest");
+        let evs = run_frames(&p, &[v4(&flow, 1, head), common::v4_ctl(&flow, *flags)]).unwrap();
+        assert_eq!(evs.len(), 1, "case {i}");
+        let h = http(&evs[0]);
+        assert_eq!(h.path.as_deref(), Some("/admin/"), "case {i}");
+        assert!(
+            h.anomalies.iter().any(|a| a == "truncated"),
+            "case {i}: {:?}",
+            h.anomalies
+        );
+        let json = serde_json::to_string(&evs[0]).unwrap();
+        assert!(!json.contains("cut-secret"), "case {i}: {json}");
+        if i == 2 {
+            assert!(h.credentials.contains_key("authorization"), "case {i}");
+        }
+    }
+}
