@@ -181,8 +181,7 @@ impl Decoder {
                 None
             } else {
                 let bytes: Vec<u8> = raw.path[..path_len].iter().map(|b| *b as u8).collect();
-                super::target::normalize(&bytes)
-                    .map(|p| text(&p.iter().map(|b| *b as i8).collect::<Vec<_>>()))
+                super::target::normalize(&bytes).map(|p| text_of(&p))
             },
             path_truncated: raw.anomalies & (1 << 5) != 0,
             version: match raw.version_minor {
@@ -281,6 +280,11 @@ fn mcp_info(m: &gw_mcp_body, info: &HttpInfo) -> Option<McpInfo> {
 /// as `\u{XXXX}`.
 fn text(bytes: &[i8]) -> String {
     let bytes: Vec<u8> = bytes.iter().map(|b| *b as u8).collect();
+    text_of(&bytes)
+}
+
+/// [`text`] of bytes already unsigned.
+fn text_of(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for ch in chunk.valid().chars() {

@@ -73,10 +73,7 @@ impl Evaluator {
         // A private, unshared copy: it stays in the scope for every event.
         // Deliberately not shared: a shared list would let one rule's
         // `config.x.push(..)` change what every later rule sees.
-        let config = match &self.config_override {
-            Some(c) => c.flatten_clone(),
-            None => self.set.config_map.flatten_clone(),
-        };
+        let config = self.config_copy();
         self.config_keys = map_keys(&config);
         self.scope.push_constant_dynamic("config", config);
         self.ctx
@@ -89,6 +86,14 @@ impl Evaluator {
             .collect();
         // Indices follow the rule set; cached resolutions follow the engine.
         self.caches = self.set.rules.iter().map(|_| Caches::new()).collect();
+    }
+
+    /// A private copy of what rules see as `config`.
+    fn config_copy(&self) -> Dynamic {
+        match &self.config_override {
+            Some(c) => c.flatten_clone(),
+            None => self.set.config_map.flatten_clone(),
+        }
     }
 
     /// Switches to a new rule set (reload). Stateful-helper state is kept.
@@ -214,10 +219,7 @@ impl Evaluator {
         }
         // Constants cannot be replaced in place: the scope is `config`, then
         // `ev` (reset_scope, evaluate), so both are pushed again in that order.
-        let config = match &self.config_override {
-            Some(c) => c.flatten_clone(),
-            None => self.set.config_map.flatten_clone(),
-        };
+        let config = self.config_copy();
         debug_assert_eq!(self.scope.len(), 2, "scope is config, ev");
         self.scope.rewind(0);
         self.scope.push_constant_dynamic("config", config);
