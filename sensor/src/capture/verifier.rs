@@ -32,6 +32,13 @@ pub fn set_log_dir(dir: &Path) {
     }
 }
 
+/// Full logs go to `state_dir` when it exists (else the temporary directory).
+pub fn use_state_dir(state_dir: &Path) {
+    if state_dir.is_dir() {
+        set_log_dir(state_dir);
+    }
+}
+
 fn log_dir() -> PathBuf {
     LOG_DIR
         .lock()

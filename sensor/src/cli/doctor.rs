@@ -45,9 +45,7 @@ pub fn doctor_cmd(config: Option<&Path>, json: bool) -> Result<u8> {
         rules: None,
         check_config: false,
     })?;
-    if cfg.sensor.state_dir.is_dir() {
-        verifier::set_log_dir(&cfg.sensor.state_dir);
-    }
+    verifier::use_state_dir(&cfg.sensor.state_dir);
     let mut checks = host_checks();
     let mut errors = Vec::new();
     let mut programs = Vec::new();
@@ -99,12 +97,14 @@ pub fn doctor_cmd(config: Option<&Path>, json: bool) -> Result<u8> {
     } else {
         print_text(&report, cfg.tls.enabled);
     }
-    let wanted_tls = cfg.tls.enabled;
+    let degraded = super::run::degraded_paths(
+        cfg.tls.enabled,
+        report.packet_capture,
+        report.tls_capture.then_some(report.tls_endpoints),
+    );
     Ok(if !report.packet_capture && !report.tls_capture {
         EXIT_NONE
-    } else if !report.packet_capture
-        || (wanted_tls && !(report.tls_capture && report.tls_endpoints))
-    {
+    } else if !degraded.is_empty() {
         EXIT_DEGRADED
     } else {
         EXIT_OK

@@ -123,7 +123,11 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
             )?);
         }
     }
-    let degraded = degraded_paths(&cfg, &probe, tls.as_ref());
+    let degraded = degraded_paths(
+        cfg.tls.enabled,
+        probe.has_packet_programs(),
+        tls.as_ref().map(|t| t.endpoints),
+    );
     publish_capture_metrics(&metrics, &cfg, &probe, tls.as_ref());
     if !degraded.is_empty() {
         tracing::warn!(
@@ -443,9 +447,7 @@ fn publish_rule_metrics(metrics: &Metrics, set: &RuleSet) {
 /// Load the packet and TLS programs, each on its own: a kernel that refuses
 /// one still runs the other (saying so). Fails when neither can capture.
 pub fn load_capture(cfg: &Config) -> Result<(Probe, Option<TlsProbe>)> {
-    if cfg.sensor.state_dir.is_dir() {
-        crate::capture::verifier::set_log_dir(&cfg.sensor.state_dir);
-    }
+    crate::capture::verifier::use_state_dir(&cfg.sensor.state_dir);
     let probe = Probe::load_degradable(&cfg.capture, &cfg.l4)?;
     // TLS plaintext via libssl uprobes; failures are logged, packet capture goes on.
     let tls = TlsProbe::start(&probe, &cfg.tls);
@@ -469,9 +471,7 @@ pub fn load_capture(cfg: &Config) -> Result<(Probe, Option<TlsProbe>)> {
 /// would run. Fails when nothing can capture; without the privileges to load,
 /// says so and leaves the verdict to the start itself.
 fn check_capture(cfg: &Config) -> Result<()> {
-    if cfg.sensor.state_dir.is_dir() {
-        crate::capture::verifier::set_log_dir(&cfg.sensor.state_dir);
-    }
+    crate::capture::verifier::use_state_dir(&cfg.sensor.state_dir);
     let loaded = Probe::load_degradable(&cfg.capture, &cfg.l4).and_then(|probe| {
         let tls = if cfg.tls.enabled {
             match crate::capture::tls::verify_only(&probe) {
@@ -491,15 +491,7 @@ fn check_capture(cfg: &Config) -> Result<()> {
     });
     match loaded {
         Ok((probe, tls)) => {
-            let mut missing = Vec::new();
-            if !probe.has_packet_programs() {
-                missing.push("packet");
-            }
-            match (cfg.tls.enabled, tls) {
-                (true, None) => missing.push("tls"),
-                (true, Some(false)) => missing.push("tls_endpoints"),
-                _ => {}
-            }
+            let missing = degraded_paths(cfg.tls.enabled, probe.has_packet_programs(), tls);
             if missing.is_empty() {
                 println!("capture ok: packet and TLS programs load on this kernel");
             } else {
@@ -520,17 +512,19 @@ fn check_capture(cfg: &Config) -> Result<()> {
     }
 }
 
-/// The capture paths that should run but do not (sensor_stats.degraded).
-pub fn degraded_paths(cfg: &Config, probe: &Probe, tls: Option<&TlsProbe>) -> Vec<String> {
+/// The capture paths that should run but do not (sensor_stats.degraded):
+/// from whether the packet programs loaded and, for TLS, `Some(endpoints)`
+/// when its programs loaded (`tls_enabled` false: TLS is not expected).
+pub fn degraded_paths(tls_enabled: bool, packet: bool, tls: Option<bool>) -> Vec<String> {
     let mut out = Vec::new();
-    if !probe.has_packet_programs() {
+    if !packet {
         out.push("packet".to_string());
     }
-    if cfg.tls.enabled {
+    if tls_enabled {
         match tls {
             None => out.push("tls".to_string()),
-            Some(t) if !t.endpoints => out.push("tls_endpoints".to_string()),
-            Some(_) => {}
+            Some(false) => out.push("tls_endpoints".to_string()),
+            Some(true) => {}
         }
     }
     out
