@@ -17,7 +17,7 @@
 #define ETH_P_8021Q 0x8100
 #define ETH_P_8021AD 0x88A8
 #define IPPROTO_TCP_ 6
-#define GW_MAX_MSGS_PER_PKT 8
+#define GW_MAX_MSGS_PER_PKT 16
 #define GW_MAX_CHUNKS_PER_PKT 16
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -34,13 +34,20 @@ struct gw_flow_key {
 	__u32 ip_version;
 };
 
-/* Messages whose header block (or body) continues in a later segment. */
+/* Messages whose header block (or body) continues in a later segment. A
+ * plain hash, not an LRU: an LRU evicts a victim's message silently when a
+ * flood of partial flows fills it; this one refuses the newcomer, which is
+ * then emitted at once and counted (gw_flow_store). Userspace sizes it from
+ * memory and its sweep expires what went silent. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 2048);
 	__type(key, struct gw_flow_key);
 	__type(value, struct gw_work);
 } gw_flows SEC(".maps");
+
+/* The secret part of each gw_flows entry (see GW_SECRET_STASH). */
+GW_SECRET_STASH(gw_flow_secrets, struct gw_flow_key);
 
 
 struct gw_pkt {
@@ -115,6 +122,10 @@ static __always_inline int gw_parse_l3l4(struct __sk_buff *skb, struct gw_pkt *p
 		}
 		if (ip.frag_off & bpf_htons(0x3fff)) {
 			gw_count(GW_CNT_FRAGMENTS);
+			/* Servers reassemble TCP in fragments and answer it; the sensor
+			 * does not parse it, so it says so (a known evasion). */
+			if (ip.protocol == IPPROTO_TCP_)
+				gw_count(GW_CNT_TCP_FRAGMENTS);
 			return -1;
 		}
 		if (ip.protocol != IPPROTO_TCP_)
@@ -158,12 +169,14 @@ static __always_inline int gw_parse_l3l4(struct __sk_buff *skb, struct gw_pkt *p
 
 			if (l4 != 0 && l4 != 43 && l4 != 60 && l4 != 44)
 				break;
-			if (l4 == 44) { /* fragment header */
-				gw_count(GW_CNT_FRAGMENTS);
-				return -1;
-			}
 			if (gw_load_hdr(skb, off, &ext) < 0)
 				return -1;
+			if (l4 == 44) { /* fragment header */
+				gw_count(GW_CNT_FRAGMENTS);
+				if (ext.next == IPPROTO_TCP_)
+					gw_count(GW_CNT_TCP_FRAGMENTS);
+				return -1;
+			}
 			elen = (ext.len + 1) * 8;
 			if (l3_total < elen)
 				return -1;
@@ -298,11 +311,21 @@ __noinline int gw_start_msg(struct __sk_buff *skb, struct gw_pkt *p, struct gw_w
 }
 
 
+/* Save the message under way until the flow's next segment; with the table
+ * full, emit it now instead (counted in gw_flow_store). */
 static __always_inline void gw_save_flow(struct gw_pkt *p, struct gw_work *w)
 {
 	w->ps.next_seq = p->seq + p->plen;
-	bpf_map_update_elem(&gw_flows, &p->fk, w, BPF_ANY);
-	gw_count(GW_CNT_FLOW_SAVED);
+	if (gw_flow_store(&gw_flows, &gw_flow_secrets, &p->fk, w) < 0)
+		gw_emit_unsaved(w);
+}
+
+/* Take the flow's saved message into w (and out of the table). */
+static __always_inline void gw_take_flow(struct gw_flow_key *fk, struct gw_work *saved, struct gw_work *w)
+{
+	bpf_probe_read_kernel(w, sizeof(*w), saved);
+	bpf_map_delete_elem(&gw_flows, fk);
+	gw_flow_unstash(&gw_flow_secrets, fk, w);
 }
 
 /* Skip body bytes of the current message; returns 1 if the body continues
@@ -347,24 +370,33 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 	if (saved) {
 		__s32 delta = (__s32)(p->seq - saved->ps.next_seq);
 
-		if (delta < 0)
-			return; /* retransmission of bytes already parsed */
+		if (delta < 0) {
+			/* Bytes already parsed: a retransmission, or a segment that overlaps
+			 * them. The receiving stack keeps the first copy (Linux does), so the
+			 * overlap is skipped and only the new bytes are parsed. */
+			if ((__u32)(-delta) >= p->plen)
+				return;
+			pos = (__u32)(-delta);
+			gw_count(GW_CNT_OVERLAP_TRIMMED);
+			delta = 0;
+		}
 		if (delta > 0) {
 			/* A segment is missing: what we had is emitted, flagged, never guessed at. */
 			/* (a start line not yet confirmed as HTTP is dropped quietly) */
-			if (saved->ps.state != GW_S_BODY && saved->ps.state != GW_S_METHOD) {
-				bpf_probe_read_kernel(w, sizeof(*w), saved);
+			__u8 st = saved->ps.state;
+
+			gw_take_flow(&p->fk, saved, w);
+			if (st != GW_S_BODY && st != GW_S_METHOD) {
 				if (w->ps.state == GW_S_JBODY)
 					gw_body_scan_abandon(w); /* headers were whole; the body was not */
-				else
-					w->ev.anomalies |= GW_AN_OUT_OF_ORDER | GW_AN_TRUNCATED;
+				else if (w->ps.state == GW_S_VALUE)
+					gw_header_value_done(w, 1); /* a hash cut by the gap is flagged */
+				w->ev.anomalies |= w->ps.state == GW_S_SCANNED ? 0 : GW_AN_OUT_OF_ORDER | GW_AN_TRUNCATED;
 				gw_emit_msg(w);
 			}
-			bpf_map_delete_elem(&gw_flows, &p->fk);
 			gw_count(GW_CNT_FLOW_LOST);
 		} else {
-			bpf_probe_read_kernel(w, sizeof(*w), saved);
-			bpf_map_delete_elem(&gw_flows, &p->fk);
+			gw_take_flow(&p->fk, saved, w);
 			gw_count(GW_CNT_FLOW_CONTINUED);
 			resumed = 1;
 			if (gw_body_wait_over(w)) {
@@ -410,7 +442,7 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			gw_start_msg(skb, p, w, dir);
 		}
 		resumed = 0;
-		if (w->ps.state != GW_S_JBODY)
+		if (w->ev.segments < 255 && w->ps.state != GW_S_JBODY)
 			w->ev.segments++;
 		pos = gw_feed_payload(skb, p, w, ch, pos);
 
@@ -448,6 +480,9 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			return; /* response without length: body runs to connection close */
 		}
 	}
+	/* The per-packet message limit left bytes unparsed: said, never silent. */
+	if (pos < p->plen)
+		gw_count(GW_CNT_PIPELINE_LEFT);
 }
 
 /* The flow ended (FIN/RST) while a message waited for its body: emit it now,
@@ -458,13 +493,17 @@ static __always_inline void gw_flow_end_key(struct gw_flow_key *fk)
 	__u32 zero = 0;
 
 	saved = bpf_map_lookup_elem(&gw_flows, fk);
-	if (!saved || (saved->ps.state != GW_S_JBODY && !gw_in_header_block(saved->ps.state)))
+	if (!saved)
 		return;
 	w = bpf_map_lookup_elem(&gw_scratch, &zero);
-	if (!w)
+	if (!w) {
+		bpf_map_delete_elem(&gw_flows, fk);
 		return;
-	bpf_probe_read_kernel(w, sizeof(*w), saved);
-	bpf_map_delete_elem(&gw_flows, fk);
+	}
+	/* Every state leaves the table: a plain hash keeps what is not taken out. */
+	gw_take_flow(fk, saved, w);
+	if (w->ps.state == GW_S_BODY)
+		return; /* its message went out already */
 	if (w->ps.state == GW_S_JBODY) {
 		gw_body_scan_abandon(w);
 		gw_emit_msg(w);

@@ -77,13 +77,19 @@ struct {
 	__type(value, struct gw_tls_args);
 } gw_tls_writes SEC(".maps");
 
-/* Messages whose header block (or body) continues in a later SSL call. */
+/* Messages whose header block (or body) continues in a later SSL call. A
+ * plain hash, as gw_flows in net.bpf.c (full: the newcomer is emitted and
+ * counted, never a victim evicted); the userspace sweep expires entries of
+ * connections that went silent or closed. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 2048);
 	__type(key, struct gw_tls_key);
 	__type(value, struct gw_work);
 } gw_tls_conns SEC(".maps");
+
+/* The secret part of each gw_tls_conns entry (see GW_SECRET_STASH). */
+GW_SECRET_STASH(gw_tls_secrets, struct gw_tls_key);
 
 /* Endpoints per connection (key.dir is always 0 here). */
 struct {
@@ -232,8 +238,8 @@ static __always_inline void gw_tls_save(struct gw_tls_call *c, struct gw_work *w
 	 * into a global function's argument (R2 type=mem expected=fp, ...). */
 	struct gw_tls_key key = c->key;
 
-	bpf_map_update_elem(&gw_tls_conns, &key, w, BPF_ANY);
-	gw_count(GW_CNT_FLOW_SAVED);
+	if (gw_flow_store(&gw_tls_conns, &gw_tls_secrets, &key, w) < 0)
+		gw_emit_unsaved(w);
 }
 
 /* Skip body bytes; returns 1 when the body continues past this call (state saved). */
@@ -268,6 +274,7 @@ __noinline int gw_tls_data(struct gw_tls_call *c)
 	if (saved) {
 		bpf_probe_read_kernel(w, sizeof(*w), saved);
 		bpf_map_delete_elem(&gw_tls_conns, &key);
+		gw_flow_unstash(&gw_tls_secrets, &key, w);
 		gw_count(GW_CNT_FLOW_CONTINUED);
 		resumed = 1;
 		if (gw_body_wait_over(w)) {
@@ -348,6 +355,8 @@ __noinline int gw_tls_data(struct gw_tls_call *c)
 			return 0;
 		}
 	}
+	if (pos < c->len)
+		gw_count(GW_CNT_PIPELINE_LEFT);
 	return 0;
 }
 

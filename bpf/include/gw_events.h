@@ -112,7 +112,6 @@ enum gw_sess_origin {
 /* An MCP session id: a bearer-like secret, so only its shape and keyed hash. */
 struct gw_mcp_sess {
 	__u64 hash;
-	__u64 seen[4]; /* bitmap of the byte values seen; kernel only, zeroed before emit */
 	__u32 len;
 	__u16 distinct; /* distinct byte values: the bitmap's popcount */
 	__u16 _pad;
@@ -226,6 +225,11 @@ enum gw_counter {
 	GW_CNT_L4_MAP_FULL, /* L4 counter map had no room for a new key */
 	GW_CNT_SHED_PACKETS, /* payload packets and TLS calls the CPU budget left uninspected */
 	GW_CNT_PARSE_NS, /* ns spent parsing inspected payload packets (only with a budget) */
+	GW_CNT_FLOW_TABLE_FULL, /* a message to save found its flow table full: emitted at once, truncated */
+	GW_CNT_PIPELINE_LEFT, /* payload left unparsed after the per-packet message limit */
+	GW_CNT_SECRET_LOST, /* a stashed hash state was gone on resume: that hash is flagged truncated */
+	GW_CNT_OVERLAP_TRIMMED, /* segments that overlapped bytes already parsed: the new bytes parsed */
+	GW_CNT_TCP_FRAGMENTS, /* IP fragments carrying TCP: never parsed, an evasion sign (rule GW-SENSOR-004) */
 	GW_CNT_MAX,
 };
 

@@ -81,11 +81,20 @@ enum gw_chunk_st {
 #define GW_CT_JSON 1
 #define GW_CT_SSE 2
 
-struct gw_parse_state {
+/* What of a message under way derives from secret bytes: the hash state and
+ * first bytes of a credential or session id value, and the set of byte values
+ * a session id holds. Never emitted; when a message is saved between
+ * segments it goes to a stash userspace cannot read (gw_flow_store). */
+struct gw_secret_part {
 	struct gw_siphash sip;
+	__u64 scheme; /* first 8 bytes of a credential value, lower-cased */
+	__u64 seen[4]; /* bitmap of the byte values of a session id */
+};
+
+struct gw_parse_state {
+	struct gw_secret_part sec;
 	__u64 cl_value;
 	__u64 body_remaining;
-	__u64 scheme; /* first 8 bytes of a credential value, lower-cased */
 	__u64 version; /* "HTTP/1.x" accumulated little-endian */
 	__u32 next_seq; /* TCP: the sequence number the next segment must carry */
 	__u32 bytes; /* header block bytes consumed so far */
@@ -107,6 +116,8 @@ struct gw_parse_state {
 	__u8 host_seen;
 	__u8 line_cr; /* the line being ended saw CR */
 	__u8 is_connect;
+	__u8 secret_stashed; /* 1: ps.sec is in the stash map; 2: it could not be stashed */
+	__u8 secret_lost; /* the value being hashed lost its hash state: flag its hash */
 	/* Content-Type's first 16 bytes, lower-cased, and what they say */
 	__u8 ct_kind;
 	__u8 ct_len;
@@ -335,7 +346,7 @@ static __always_inline void gw_header_begin(struct gw_parse_state *ps)
 	ps->cur_cred = 0xff;
 	ps->val_total = 0;
 	ps->val_started = 0;
-	ps->scheme = 0;
+	ps->sec.scheme = 0;
 	ps->scheme_len = 0;
 	ps->scheme_done = 0;
 	ps->line_cr = 0;
@@ -368,13 +379,13 @@ static __always_inline void gw_sess_begin(struct gw_work *w, __u8 origin)
 		return;
 	key = bpf_map_lookup_elem(&gw_hash_key, &zero);
 	if (key)
-		gw_siphash_init(&ps->sip, key->k0, key->k1);
+		gw_siphash_init(&ps->sec.sip, key->k0, key->k1);
 	else
-		gw_siphash_init(&ps->sip, 0, 0);
+		gw_siphash_init(&ps->sec.sip, 0, 0);
 	w->ev.mcp_sess.origin = origin;
 	w->ev.mcp_sess.len = 0;
 	w->ev.mcp_sess.outside_visible = 0;
-	__builtin_memset(w->ev.mcp_sess.seen, 0, sizeof(w->ev.mcp_sess.seen));
+	__builtin_memset(w->ps.sec.seen, 0, sizeof(w->ps.sec.seen));
 }
 
 static __always_inline void gw_sess_byte(struct gw_work *w, __u8 b)
@@ -383,9 +394,9 @@ static __always_inline void gw_sess_byte(struct gw_work *w, __u8 b)
 
 	if (!w->ps.sess_active)
 		return;
-	gw_siphash_byte(&w->ps.sip, b);
+	gw_siphash_byte(&w->ps.sec.sip, b);
 	ms->len++;
-	ms->seen[(b >> 6) & 3] |= 1ULL << (b & 63);
+	w->ps.sec.seen[(b >> 6) & 3] |= 1ULL << (b & 63);
 	if (b < 0x21 || b > 0x7e)
 		ms->outside_visible = 1;
 }
@@ -396,13 +407,15 @@ static __always_inline void gw_sess_end(struct gw_work *w, int cut)
 
 	if (!w->ps.sess_active)
 		return;
-	ms->hash = gw_siphash_final(&w->ps.sip);
-	ms->distinct = __builtin_popcountll(ms->seen[0]) + __builtin_popcountll(ms->seen[1]) +
-		       __builtin_popcountll(ms->seen[2]) + __builtin_popcountll(ms->seen[3]);
-	ms->hash_truncated = cut;
+	ms->hash = gw_siphash_final(&w->ps.sec.sip);
+	ms->distinct = __builtin_popcountll(w->ps.sec.seen[0]) + __builtin_popcountll(w->ps.sec.seen[1]) +
+		       __builtin_popcountll(w->ps.sec.seen[2]) + __builtin_popcountll(w->ps.sec.seen[3]);
+	ms->hash_truncated = cut | w->ps.secret_lost;
+	w->ps.secret_lost = 0;
 	ms->present = 1;
 	w->ps.sess_active = 0;
-	__builtin_memset(&w->ps.sip, 0, sizeof(w->ps.sip));
+	__builtin_memset(&w->ps.sec.sip, 0, sizeof(w->ps.sec.sip));
+	__builtin_memset(w->ps.sec.seen, 0, sizeof(w->ps.sec.seen));
 }
 
 /* Whether a query parameter name (n bytes, lower-cased, in two words) is
@@ -578,9 +591,9 @@ static __always_inline void gw_header_name_done(struct gw_work *w)
 		ps->cur_cred = hi->cred;
 		key = bpf_map_lookup_elem(&gw_hash_key, &zero);
 		if (key)
-			gw_siphash_init(&ps->sip, key->k0, key->k1);
+			gw_siphash_init(&ps->sec.sip, key->k0, key->k1);
 		else
-			gw_siphash_init(&ps->sip, 0, 0);
+			gw_siphash_init(&ps->sec.sip, 0, 0);
 	} else if (hi->special == GW_HS_CONTENT_LENGTH) {
 		if (ps->cl_seen)
 			w->ev.anomalies |= GW_AN_DUP_CONTENT_LENGTH;
@@ -625,15 +638,16 @@ static __always_inline void gw_header_value_done(struct gw_work *w, int cut)
 
 		cr->present = 1;
 		cr->len = ps->val_total;
-		cr->hash = gw_siphash_final(&ps->sip);
-		cr->hash_truncated = cut;
+		cr->hash = gw_siphash_final(&ps->sec.sip);
+		cr->hash_truncated = cut | ps->secret_lost;
+		ps->secret_lost = 0;
 		if (c == GW_CRED_AUTHORIZATION || c == GW_CRED_PROXY_AUTHORIZATION)
-			cr->scheme = ps->scheme_done ? gw_scheme_of(ps->scheme) : GW_SCHEME_OTHER;
+			cr->scheme = ps->scheme_done ? gw_scheme_of(ps->sec.scheme) : GW_SCHEME_OTHER;
 		else
 			cr->scheme = GW_SCHEME_OTHER;
 		/* Forget the secret's first bytes as soon as they are classified. */
-		ps->scheme = 0;
-		__builtin_memset(&ps->sip, 0, sizeof(ps->sip));
+		ps->sec.scheme = 0;
+		__builtin_memset(&ps->sec.sip, 0, sizeof(ps->sec.sip));
 	} else if (ps->cur_special == GW_HS_CONTENT_LENGTH) {
 		if (ps->cl_bad == 1 || ps->val_total == 0)
 			w->ev.anomalies |= GW_AN_INVALID_CL;
@@ -674,12 +688,12 @@ static __always_inline void gw_value_byte(struct gw_work *w, __u8 b)
 	if (ps->cur_special == GW_HS_CRED) {
 		/* An auth scheme is case-insensitive (RFC 9110 §11.1): hashed
 		 * lower-cased, so "bEarer T" and "Bearer T" are one credential. */
-		gw_siphash_byte(&ps->sip, !ps->scheme_done && gw_cred_has_scheme(ps->cur_cred) ? gw_lower(b) : b);
+		gw_siphash_byte(&ps->sec.sip, !ps->scheme_done && gw_cred_has_scheme(ps->cur_cred) ? gw_lower(b) : b);
 		if (!ps->scheme_done) {
 			if (b == ' ')
 				ps->scheme_done = 1;
 			else if (ps->scheme_len < 8)
-				ps->scheme |= ((__u64)gw_lower(b)) << (8 * ps->scheme_len++);
+				ps->sec.scheme |= ((__u64)gw_lower(b)) << (8 * ps->scheme_len++);
 			else
 				ps->scheme_len = 9; /* longer than any known scheme */
 		}
@@ -1508,7 +1522,7 @@ static __always_inline void gw_sess_bytes(struct gw_work *w, __u64 v, __u32 k)
 
 	if (!w->ps.sess_active)
 		return;
-	gw_siphash_bytes(&w->ps.sip, v, k);
+	gw_siphash_bytes(&w->ps.sec.sip, v, k);
 	ms->len += k;
 #pragma unroll
 	for (i = 0; i < 8; i++) {
@@ -1516,7 +1530,7 @@ static __always_inline void gw_sess_bytes(struct gw_work *w, __u64 v, __u32 k)
 
 		if (i >= k)
 			break;
-		ms->seen[(b >> 6) & 3] |= 1ULL << (b & 63);
+		w->ps.sec.seen[(b >> 6) & 3] |= 1ULL << (b & 63);
 		if (b < 0x21 || b > 0x7e)
 			ms->outside_visible = 1;
 	}
@@ -1566,12 +1580,12 @@ static __always_inline __u32 gw_scheme_fast(struct gw_work *w, __u64 v, __u32 av
 	if (!all)
 		return 0;
 	if (k)
-		gw_acc8k(&ps->scheme, &ps->scheme_len, gw_lower8(v), k);
+		gw_acc8k(&ps->sec.scheme, &ps->scheme_len, gw_lower8(v), k);
 	if (all > k)
 		ps->scheme_done = 1;
 	ps->val_started = 1;
 	/* the scheme hashed lower-cased, as on the byte path (the space stays) */
-	gw_siphash_bytes(&ps->sip, gw_cred_has_scheme(ps->cur_cred) ? gw_lower8(v) : v, all);
+	gw_siphash_bytes(&ps->sec.sip, gw_cred_has_scheme(ps->cur_cred) ? gw_lower8(v) : v, all);
 	ps->val_total += all;
 	ps->bytes += all;
 	return all;
@@ -1612,7 +1626,7 @@ static __always_inline __u32 gw_value_fast(struct gw_work *w, __u64 v, __u32 ava
 	}
 	ps->val_started = 1;
 	if (sp == GW_HS_CRED)
-		gw_siphash_bytes(&ps->sip, v, k);
+		gw_siphash_bytes(&ps->sec.sip, v, k);
 	else if (sp == GW_HS_MCP_SESSION)
 		gw_sess_bytes(w, v, k);
 	else if (sp == GW_HS_CONTENT_TYPE)
@@ -1986,8 +2000,6 @@ __noinline int gw_feed_chunk(struct gw_work *w, struct gw_chunk *ch, __u32 len)
 /* Finish an aborted or completed message before it is emitted. */
 static __always_inline void gw_msg_finish(struct gw_work *w)
 {
-	/* Which byte values a session id holds says something about it: only the count leaves. */
-	__builtin_memset(w->ev.mcp_sess.seen, 0, sizeof(w->ev.mcp_sess.seen));
 	if (w->ps.state != GW_S_DONE) {
 		w->ev.header_bytes = w->ps.bytes;
 		if (w->ps.cl_seen && w->ps.te_seen)
@@ -2054,6 +2066,91 @@ static __always_inline int gw_body_consume(struct gw_work *w, __u32 *pos, __u32 
 	w->ps.state = GW_S_BODY;
 	*pos = len;
 	return 1;
+}
+
+/* ---- saving a message under way between segments (or SSL calls) ---- */
+
+/* A message under way waits in a flow table (a BPF_MAP_TYPE_HASH of struct
+ * gw_work) that userspace reads: the sweep (capture/sweep.rs) takes out what
+ * waited too long. Its secret part goes to a stash map instead, created
+ * BPF_F_WRONLY so that no syscall (the sensor's own included) can read it
+ * back; only the programs do, when the flow resumes. */
+#define GW_SECRET_STASH(name, key_type)                                                  \
+	struct {                                                                         \
+		__uint(type, BPF_MAP_TYPE_LRU_HASH);                                     \
+		__uint(max_entries, 2048);                                               \
+		__uint(map_flags, BPF_F_WRONLY);                                         \
+		__type(key, key_type);                                                   \
+		__type(value, struct gw_secret_part);                                    \
+	} name SEC(".maps")
+
+static __always_inline int gw_secret_pending(const struct gw_secret_part *sec)
+{
+	return (sec->sip.v0 | sec->sip.v1 | sec->sip.m | sec->sip.len | sec->scheme | sec->seen[0] |
+		sec->seen[1] | sec->seen[2] | sec->seen[3]) != 0;
+}
+
+/* Save w under key: the secret part into stash, the rest into flows. Returns
+ * 0, or -1 when flows is full (no entry is ever evicted to make room: the
+ * caller emits the message now, truncated, and the loss is counted). */
+static __always_inline int gw_flow_store(void *flows, void *stash, const void *key,
+					 struct gw_work *w)
+{
+	w->ps.secret_stashed = 0;
+	if (gw_secret_pending(&w->ps.sec)) {
+		w->ps.secret_stashed = bpf_map_update_elem(stash, key, &w->ps.sec, BPF_ANY) ? 2 : 1;
+		__builtin_memset(&w->ps.sec, 0, sizeof(w->ps.sec));
+	}
+	if (bpf_map_update_elem(flows, key, w, BPF_ANY) == 0) {
+		gw_count(GW_CNT_FLOW_SAVED);
+		return 0;
+	}
+	gw_count(GW_CNT_FLOW_TABLE_FULL);
+	if (w->ps.secret_stashed == 1) {
+		struct gw_secret_part *sp = bpf_map_lookup_elem(stash, key);
+
+		if (sp)
+			bpf_probe_read_kernel(&w->ps.sec, sizeof(w->ps.sec), sp);
+		else
+			w->ps.secret_lost = 1;
+		bpf_map_delete_elem(stash, key);
+	} else if (w->ps.secret_stashed == 2) {
+		w->ps.secret_lost = 1;
+	}
+	w->ps.secret_stashed = 0;
+	return -1;
+}
+
+/* After a saved message was copied back into w (and deleted from its flow
+ * table): bring its secret part back from the stash. */
+static __always_inline void gw_flow_unstash(void *stash, const void *key, struct gw_work *w)
+{
+	struct gw_secret_part *sp;
+
+	if (!w->ps.secret_stashed)
+		return;
+	sp = w->ps.secret_stashed == 1 ? bpf_map_lookup_elem(stash, key) : 0;
+	if (sp) {
+		bpf_probe_read_kernel(&w->ps.sec, sizeof(w->ps.sec), sp);
+		bpf_map_delete_elem(stash, key);
+	} else {
+		w->ps.secret_lost = 1;
+		gw_count(GW_CNT_SECRET_LOST);
+	}
+	w->ps.secret_stashed = 0;
+}
+
+/* A message that could not be saved (gw_flow_store returned -1) is emitted
+ * now with what it has: a scanned body is ended, a header block is cut. */
+static __always_inline void gw_emit_unsaved(struct gw_work *w)
+{
+	if (w->ps.state == GW_S_JBODY) {
+		gw_body_scan_abandon(w);
+		gw_emit_msg(w);
+	} else if (gw_in_header_block(w->ps.state)) {
+		gw_emit_cut(w);
+	}
+	/* GW_S_BODY: the message went out already; only its body goes unskipped. */
 }
 
 #endif

@@ -1942,3 +1942,195 @@ fn a_header_block_cut_by_the_end_of_its_flow_is_emitted_truncated() {
         }
     }
 }
+
+/// Every value of the flow table, raw: what the sensor's sweep can read.
+fn flow_table_bytes(p: &Probe) -> Vec<Vec<u8>> {
+    let map = &p.skel.maps.gw_flows;
+    map.keys()
+        .filter_map(|k| map.lookup(&k, MapFlags::ANY).ok().flatten())
+        .collect()
+}
+
+/// A credential (or session id) cut by a segment boundary waits for its next
+/// segment; its hash state and first bytes wait in a stash the kernel made
+/// write-only for userspace, never in the flow table the sweep reads. The hash
+/// still comes out the same as for the unsplit value.
+#[test]
+fn secret_bytes_cut_by_a_segment_never_wait_where_userspace_reads() {
+    require_root!();
+    let p = probe();
+    const SECRET: &str = "Qz7Kp2Vw9Xr4Ty6Nb3Lm";
+    let heads = [
+        ("authorization", "Authorization: Bearer "),
+        ("authorization", "Authorization: "),
+        ("cookie", "Cookie: "),
+        ("x-api-key", "X-Api-Key: "),
+        ("proxy-authorization", "Proxy-Authorization: Basic "),
+    ];
+    let mut checked = 0;
+    for (i, (name, head)) in heads.iter().enumerate() {
+        for cut in 1..SECRET.len() {
+            let flow = Flow {
+                sport: 47000 + (i * 100 + cut) as u16,
+                ..FLOW
+            };
+            let first = format!("GET /s HTTP/1.1\r\nHost: h\r\n{head}{}", &SECRET[..cut]);
+            let rest = format!("{}\r\n\r\n", &SECRET[cut..]);
+            assert!(run_frames(&p, &[v4(&flow, 1, first.as_bytes())])
+                .unwrap()
+                .is_empty());
+            for value in flow_table_bytes(&p) {
+                for w in SECRET.as_bytes()[..cut].windows(3) {
+                    let wl = w.to_ascii_lowercase();
+                    assert!(
+                        !value.windows(3).any(|v| v == w || v == wl.as_slice()),
+                        "{name} cut at {cut}: the flow table holds {:?}",
+                        String::from_utf8_lossy(w)
+                    );
+                }
+                checked += 1;
+            }
+            // No syscall can read the stash: not its keys, not the entry of
+            // this flow (the flow table's key).
+            let stash = &p.skel.maps.gw_flow_secrets;
+            assert!(stash.keys().next().is_none(), "the stash's keys are listable");
+            let keys: Vec<_> = p.skel.maps.gw_flows.keys().collect();
+            assert_eq!(keys.len(), 1);
+            assert!(
+                stash.lookup(&keys[0], MapFlags::ANY).is_err(),
+                "the secret stash is readable from userspace"
+            );
+            let evs = run_frames(
+                &p,
+                &[v4(&flow, 1 + first.len() as u32, rest.as_bytes())],
+            )
+            .unwrap();
+            assert_eq!(evs.len(), 1);
+            let whole = format!("{}{SECRET}", &head[name.len() + 2..]);
+            // Authorization schemes are hashed lower-cased (the whole value when it has no space).
+            let expect = if name.ends_with("authorization") {
+                scheme_lowered(&whole)
+            } else {
+                whole.clone()
+            };
+            // The right hash proves the stash held the state (the flow table's copy is zeroed).
+            let cred = &http(&evs[0]).credentials[*name];
+            assert_eq!(cred.hash, reference_hash(&p, expect.as_bytes()), "{name} cut at {cut}");
+            assert!(!cred.hash_truncated);
+            assert!(stash.delete(&keys[0]).is_err(), "{name} cut at {cut}: stash entry left");
+        }
+    }
+    assert!(checked > 50);
+}
+
+/// A flood of partial flows fills the flow table: the next message that must
+/// wait is emitted at once (what it has, truncated), counted, and the table
+/// never evicts a message already waiting.
+#[test]
+fn a_full_flow_table_emits_the_newcomer_at_once_and_counts_it() {
+    require_root!();
+    let p = Probe::load(&CaptureConfig {
+        flow_table_size: 16,
+        ..CaptureConfig::default()
+    })
+    .unwrap();
+    let before = p.counters().unwrap();
+    let flood: Vec<Flow> = (0..16).map(|i| Flow { sport: 48000 + i, ..FLOW }).collect();
+    for f in &flood {
+        assert!(run_frames(&p, &[v4(f, 1, b"GET /fill HTTP/1.1\r\nHost: a")])
+            .unwrap()
+            .is_empty());
+    }
+    let victim = Flow { sport: 48100, ..FLOW };
+    let evs = run_frames(&p, &[v4(&victim, 1, b"GET /admin/ HTTP/1.1\r\nHost: victim\r\nUser-A")]).unwrap();
+    assert_eq!(evs.len(), 1, "the victim's message must not vanish");
+    let h = http(&evs[0]);
+    assert_eq!(h.path.as_deref(), Some("/admin/"));
+    assert!(h.anomalies.iter().any(|a| a == "truncated"), "{:?}", h.anomalies);
+    let d = p.counters().unwrap().delta(&before);
+    assert_eq!(d.get("flow_table_full"), 1);
+    // The flood's messages are all still there: each ends with its FIN.
+    let mut ended = 0;
+    for f in &flood {
+        ended += run_frames(&p, &[common::v4_ctl(f, 0x11)]).unwrap().len();
+    }
+    assert_eq!(ended, 16);
+    assert!(flow_table_bytes(&p).is_empty(), "FIN leaves no entry behind");
+}
+
+/// A segment that overlaps bytes already parsed (a retransmission carrying
+/// more, or an overlap with other content): the receiving stack keeps the
+/// first copy, so the sensor skips the overlap and parses only the new bytes.
+#[test]
+fn an_overlapping_segment_parses_its_new_bytes_and_the_first_copy_wins() {
+    require_root!();
+    let p = probe();
+    let before = p.counters().unwrap();
+    let flow = Flow { sport: 48200, ..FLOW };
+    let first = b"GET /adm";
+    let evs = run_frames(
+        &p,
+        &[
+            v4(&flow, 100, first),
+            // overlaps the last byte ('m') with other content
+            v4(&flow, 100 + 7, b"Xin/ HTTP/1.1\r\nHost: h\r\n\r\n"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(http(&evs[0]).path.as_deref(), Some("/admin/"));
+    assert!(http(&evs[0]).anomalies.is_empty(), "{:?}", http(&evs[0]).anomalies);
+    assert_eq!(p.counters().unwrap().delta(&before).get("overlap_trimmed"), 1);
+    // A pure retransmission changes nothing.
+    let flow = Flow { sport: 48201, ..FLOW };
+    let evs = run_frames(
+        &p,
+        &[
+            v4(&flow, 100, first),
+            v4(&flow, 100, first),
+            v4(&flow, 108, b"in/ HTTP/1.1\r\n\r\n"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(http(&evs[0]).path.as_deref(), Some("/admin/"));
+}
+
+/// One packet with more pipelined requests than the kernel parses per packet
+/// (16): those it parses are events, the rest is counted, never silent.
+#[test]
+fn pipelined_requests_past_the_per_packet_limit_are_counted() {
+    require_root!();
+    let p = probe();
+    let before = p.counters().unwrap();
+    let reqs: String = (0..20)
+        .map(|i| format!("GET /p{i} HTTP/1.1\r\nHost: h\r\n\r\n"))
+        .collect();
+    let evs = run_frames(&p, &[v4(&Flow { sport: 48300, ..FLOW }, 1, reqs.as_bytes())]).unwrap();
+    assert_eq!(evs.len(), 16);
+    assert_eq!(http(&evs[9]).path.as_deref(), Some("/p9"), "the 9th and later are parsed");
+    assert_eq!(p.counters().unwrap().delta(&before).get("pipeline_left"), 1);
+}
+
+/// TCP in IP fragments (v4 and v6) is not parsed, and is counted as such.
+#[test]
+fn tcp_in_ip_fragments_is_counted_as_uninspected() {
+    require_root!();
+    let p = probe();
+    let before = p.counters().unwrap();
+    let mut frag = v4(&Flow { sport: 48400, ..FLOW }, 1, b"GET /admin/ HTTP/1.1\r\n\r\n");
+    frag[20] = 0x20; // More Fragments, offset 0
+    frag[21] = 0;
+    let mut v6frag = vec![0u8; 12];
+    v6frag.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    let tcp = b"\x9c\x40\x1f\x90\0\0\0\x01\0\0\0\0\x50\x18\xff\xff\0\0\0\0GET / HTTP/1.1\r\n\r\n";
+    v6frag.extend_from_slice(&((8 + tcp.len()) as u16).to_be_bytes());
+    v6frag.extend_from_slice(&[44, 64]);
+    v6frag.extend_from_slice(&[0xfd; 16]);
+    v6frag.extend_from_slice(&[0xfe; 16]);
+    v6frag.extend_from_slice(&[6, 0, 0, 1, 0, 0, 0, 7]); // next TCP, offset 0, M=1
+    v6frag.extend_from_slice(tcp);
+    assert!(run_frames(&p, &[frag, v6frag]).unwrap().is_empty());
+    let d = p.counters().unwrap().delta(&before);
+    assert_eq!(d.get("tcp_fragments"), 2);
+}

@@ -372,6 +372,7 @@ fn technique_name(uid: &str) -> Option<&'static str> {
         "T1090" => "Proxy",
         "T1550" => "Use Alternate Authentication Material",
         "T1036" => "Masquerading",
+        "T1027" => "Obfuscated Files or Information",
         _ => return None,
     })
 }

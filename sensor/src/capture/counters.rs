@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// In `enum gw_counter` order.
-pub const COUNTER_NAMES: [&str; 17] = [
+pub const COUNTER_NAMES: [&str; 22] = [
     "packets_seen",
     "tcp_payload_packets",
     "http_requests",
@@ -21,6 +21,11 @@ pub const COUNTER_NAMES: [&str; 17] = [
     "l4_map_full",
     "shed_packets",
     "parse_ns",
+    "flow_table_full",
+    "pipeline_left",
+    "secret_lost",
+    "overlap_trimmed",
+    "tcp_fragments",
 ];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

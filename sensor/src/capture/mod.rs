@@ -45,8 +45,18 @@ pub struct CaptureConfig {
     pub body_wait_ms: u32,
     /// Kernel → userspace ring buffer size in MiB (power of two).
     pub ringbuf_mb: u32,
-    /// Flows whose header block or body spans segments, tracked at once (LRU).
+    /// Kernel memory (MiB) for each table of messages under way between
+    /// segments or SSL calls (packet path and TLS path each get one); the
+    /// entry count follows from it. A full table never evicts: a new message
+    /// that cannot be saved is emitted at once, truncated, and counted
+    /// (`flow_table_full`, rule GW-SENSOR-001).
+    pub flow_table_mb: u32,
+    /// Entries per table, overriding `flow_table_mb` (0: from memory).
     pub flow_table_size: u32,
+    /// A message whose header block (or a body being skipped) sees no end
+    /// this many seconds after it began is taken out of the table by the
+    /// sweep: a header block is emitted truncated, a skipped body forgotten.
+    pub flow_idle_secs: u32,
     pub attach_mode: attach::AttachMode,
     /// Share of one CPU (percent) that kernel parsing plus the sensor process
     /// may use; beyond it fewer connections are inspected (see governor.rs).
@@ -83,7 +93,9 @@ impl Default for CaptureConfig {
             body_scan_bytes: 512,
             body_wait_ms: 1000,
             ringbuf_mb: 8,
-            flow_table_size: 2048,
+            flow_table_mb: 16,
+            flow_table_size: 0,
+            flow_idle_secs: 60,
             attach_mode: attach::AttachMode::Auto,
             cpu_budget_percent: 0.0,
             query_clear: Vec::new(),
@@ -126,10 +138,22 @@ impl CaptureConfig {
                 self.ringbuf_mb
             );
         }
-        if !(16..=1_048_576).contains(&self.flow_table_size) {
+        if !(1..=1024).contains(&self.flow_table_mb) {
             bail!(
-                "capture.flow_table_size: must be 16..=1048576, got {}",
+                "capture.flow_table_mb: must be 1..=1024, got {}",
+                self.flow_table_mb
+            );
+        }
+        if self.flow_table_size != 0 && !(16..=1_048_576).contains(&self.flow_table_size) {
+            bail!(
+                "capture.flow_table_size: must be 0 (from flow_table_mb) or 16..=1048576, got {}",
                 self.flow_table_size
+            );
+        }
+        if !(1..=3600).contains(&self.flow_idle_secs) {
+            bail!(
+                "capture.flow_idle_secs: must be 1..=3600, got {}",
+                self.flow_idle_secs
             );
         }
         let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -143,6 +167,19 @@ impl CaptureConfig {
         }
         self.query_clear_words()?;
         Ok(table)
+    }
+
+    /// Entries of each flow table: `flow_table_size`, or as many as
+    /// `flow_table_mb` holds (a saved message, its key, its stashed secret
+    /// part and the kernel's per-element overhead).
+    pub fn flow_table_entries(&self) -> u32 {
+        if self.flow_table_size != 0 {
+            return self.flow_table_size;
+        }
+        const KEY_AND_OVERHEAD: usize = 40 + 64 + std::mem::size_of::<skel::types::gw_secret_part>() + 64;
+        let per_entry = std::mem::size_of::<skel::types::gw_work>() + KEY_AND_OVERHEAD;
+        let n = (self.flow_table_mb as usize) << 20;
+        (n / per_entry).clamp(16, 1_048_576) as u32
     }
 
     /// `query_clear` as the kernel compares it: (length, word 0, word 1) of
@@ -409,10 +446,15 @@ fn load_net(
         .gw_events
         .set_max_entries(cfg.ringbuf_mb * 1024 * 1024)
         .context("sizing ring buffer")?;
+    let flows = cfg.flow_table_entries();
     open.maps
         .gw_flows
-        .set_max_entries(cfg.flow_table_size)
+        .set_max_entries(flows)
         .context("sizing flow table")?;
+    open.maps
+        .gw_flow_secrets
+        .set_max_entries(flows)
+        .context("sizing the flow table's secret stash")?;
     if !packet {
         open.progs.gw_tc_ingress.set_autoload(false);
         open.progs.gw_tc_egress.set_autoload(false);

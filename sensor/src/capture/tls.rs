@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, OpenObject, UprobeOpts};
+use libbpf_rs::{Link, MapCore, OpenObject, UprobeOpts};
 use serde::Deserialize;
 
 use super::Probe;
@@ -288,6 +288,16 @@ fn open_and_load(probe: &Probe, with_sock_tps: bool) -> Result<TlsSkel<'static>>
         ro.gw_qclear_w1 = net_ro.gw_qclear_w1;
     }
     let net = &probe.skel.maps;
+    // As many messages under way as the packet path (capture.flow_table_mb).
+    let conns = net.gw_flows.max_entries();
+    open.maps
+        .gw_tls_conns
+        .set_max_entries(conns)
+        .context("sizing the TLS message table")?;
+    open.maps
+        .gw_tls_secrets
+        .set_max_entries(conns)
+        .context("sizing the TLS message table's secret stash")?;
     open.maps
         .gw_hash_key
         .reuse_fd(net.gw_hash_key.as_fd())

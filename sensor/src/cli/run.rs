@@ -257,8 +257,12 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let l4_window = Duration::from_millis(cfg.l4.window_ms);
     let mut l4_at = Instant::now();
     let ring_poll = Duration::from_millis(cfg.sensor.ring_poll_ms);
-    // Messages waiting on a silent flow for their body (see capture/sweep.rs).
-    let body_wait_ns = u64::from(cfg.capture.body_wait_ms) * 1_000_000;
+    // Messages left by silent flows in the kernel's flow tables (capture/sweep.rs).
+    let sweep_limits = crate::capture::sweep::SweepLimits {
+        body_wait_ns: u64::from(cfg.capture.body_wait_ms) * 1_000_000,
+        idle_ns: u64::from(cfg.capture.flow_idle_secs) * 1_000_000_000,
+    };
+    let mut flows_expired = 0u64;
     let mut sweep_decoder = Decoder::new(probe.table.slot_names.clone(), CaptureSource::Net);
     let mut sweep_at = Instant::now();
     let mut budget = (cfg.capture.cpu_budget_percent > 0.0).then(|| {
@@ -316,10 +320,15 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
         }
         if sweep_at.elapsed() >= Duration::from_secs(1) {
             sweep_at = Instant::now();
-            let (released, errors) =
-                crate::capture::sweep::release_waiting(&probe, body_wait_ns, &mut sweep_decoder);
-            decode_errors.fetch_add(errors, Ordering::Relaxed);
-            for ev in released {
+            let swept = crate::capture::sweep::sweep(
+                &probe,
+                tls.as_ref(),
+                sweep_limits,
+                &mut sweep_decoder,
+            );
+            decode_errors.fetch_add(swept.decode_errors, Ordering::Relaxed);
+            flows_expired += swept.expired;
+            for ev in swept.events {
                 workers.dispatch(ev);
             }
         }
@@ -370,6 +379,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
                 last_at.elapsed(),
                 drops_total,
                 dec - last_decode_errors,
+                std::mem::take(&mut flows_expired),
                 inspected_percent,
                 &degraded,
             ));
@@ -553,6 +563,7 @@ fn stats_event(
     elapsed: Duration,
     drops_total: u64,
     decode_errors: u64,
+    flows_expired: u64,
     inspected_percent: f64,
     degraded: &[String],
 ) -> Event {
@@ -579,6 +590,11 @@ fn stats_event(
             parse_errors: d.get("malformed"),
             flow_continuations: d.get("flow_continued"),
             flow_state_lost: d.get("flow_lost"),
+            flow_table_full: d.get("flow_table_full"),
+            flows_expired,
+            pipeline_left: d.get("pipeline_left"),
+            overlap_trimmed: d.get("overlap_trimmed"),
+            tcp_fragments: d.get("tcp_fragments"),
             decode_errors,
             shed_packets: d.get("shed_packets"),
             inspected_percent,

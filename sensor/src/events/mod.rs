@@ -439,6 +439,26 @@ pub struct SensorStats {
     pub parse_errors: u64,
     pub flow_continuations: u64,
     pub flow_state_lost: u64,
+    /// Messages that found their flow table full when they had to wait for
+    /// a later segment: emitted at once, truncated (see capture.flow_table_mb).
+    #[serde(default)]
+    pub flow_table_full: u64,
+    /// Entries the sweep took out of the flow tables after
+    /// `capture.flow_idle_secs` without an end (header blocks are emitted truncated).
+    #[serde(default)]
+    pub flows_expired: u64,
+    /// Packets (or SSL calls) whose bytes after the per-packet message limit
+    /// (16 pipelined messages; 4 per SSL call) were not parsed.
+    #[serde(default)]
+    pub pipeline_left: u64,
+    /// Segments that overlapped bytes already parsed; only their new bytes
+    /// were parsed (the first copy wins, as in the Linux stack).
+    #[serde(default)]
+    pub overlap_trimmed: u64,
+    /// IP fragments carrying TCP: never parsed (servers reassemble and answer
+    /// them), so a sign of evasion on a gateway (rule GW-SENSOR-004).
+    #[serde(default)]
+    pub tcp_fragments: u64,
     /// Events userspace could not decode (size mismatch): a bug, counted, never silent.
     pub decode_errors: u64,
     /// Payload packets (and TLS read/write calls) left uninspected because the CPU budget

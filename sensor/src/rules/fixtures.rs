@@ -120,6 +120,8 @@ pub fn template(kind: &str) -> Value {
             "stats": { "interval_ms": 60000, "packets_seen": 1000, "http_messages": 100,
                        "ringbuf_drops": 0, "ringbuf_drops_total": 0, "truncated": 0,
                        "parse_errors": 0, "flow_continuations": 0, "flow_state_lost": 0,
+                       "flow_table_full": 0, "flows_expired": 0, "pipeline_left": 0,
+                       "overlap_trimmed": 0, "tcp_fragments": 0,
                        "decode_errors": 0, "shed_packets": 0, "inspected_percent": 100.0 }
         }),
         "l4_window" => json!({
