@@ -359,7 +359,8 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 	__u32 zero = 0, pos = 0;
 	struct gw_work *w, *saved;
 	struct gw_chunk *ch;
-	int resumed = 0, msg, crlf_skips = 0;
+	int resumed = 0, msg, crlf_skips = 0, odd_lead = 0;
+	__u32 lead;
 
 	w = bpf_map_lookup_elem(&gw_scratch, &zero);
 	ch = bpf_map_lookup_elem(&gw_chunks, &zero);
@@ -429,17 +430,23 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			if (gw_load_start(skb, p->poff + pos, avail, &start) < 0)
 				return;
 			/* RFC 9112 2.2: empty lines before a request line are ignored, so a
-			 * CRLF between pipelined messages must not hide the next one. */
-			if (avail >= 2 && (start & 0xffff) == GW_C8('\r', '\n', 0, 0, 0, 0, 0, 0) &&
-			    crlf_skips < 2) {
+			 * CRLF between pipelined messages must not hide the next one; other
+			 * line ends (bare LF, lone CR) are skipped too, and flagged. */
+			lead = gw_leading_eol(start, avail);
+			if (lead && crlf_skips < 2) {
+				if ((lead & 1) || (start & gw_mask(lead)) != (0x0a0d0a0d0a0d0a0dULL & gw_mask(lead)))
+					odd_lead = 1; /* not CRLF pairs */
 				crlf_skips++;
-				pos += 2;
+				pos += lead;
 				msg--;
 				continue;
 			}
 			if (!gw_may_start(start & 0xff))
 				return;
 			gw_start_msg(skb, p, w, dir);
+			if (odd_lead)
+				w->ev.anomalies |= GW_AN_BARE_LF;
+			odd_lead = 0;
 		}
 		resumed = 0;
 		if (w->ev.segments < 255 && w->ps.state != GW_S_JBODY)

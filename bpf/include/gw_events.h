@@ -65,6 +65,9 @@ enum gw_source {
 #define GW_AN_BARE_LF (1u << 13)
 #define GW_AN_MALFORMED_START (1u << 14)
 #define GW_AN_UNKNOWN_METHOD (1u << 15)
+#define GW_AN_USERINFO (1u << 16) /* userinfo (user:pass@) in an absolute-form target: removed */
+#define GW_AN_FRAMING_LOOKALIKE (1u << 17) /* Transfer_Encoding / Content_Length: a framing header in disguise */
+#define GW_AN_CONNECTION_FRAMING (1u << 18) /* Connection names a framing header (Content-Length, Transfer-Encoding) */
 
 struct gw_cred {
 	__u64 hash;
@@ -179,6 +182,8 @@ enum gw_hdr_special {
 	GW_HS_HOST,
 	GW_HS_MCP_SESSION, /* Mcp-Session-Id: hashed like a credential, never copied */
 	GW_HS_CONTENT_TYPE, /* decides whether a body is scanned for JSON-RPC */
+	GW_HS_FRAMING_LOOKALIKE, /* transfer_encoding, content_length: some servers take them as framing */
+	GW_HS_CONNECTION, /* its tokens must not name a framing header */
 };
 
 struct gw_hdr_name_key {

@@ -116,6 +116,8 @@ struct gw_parse_state {
 	__u8 host_seen;
 	__u8 line_cr; /* the line being ended saw CR */
 	__u8 is_connect;
+	__u8 abs_form; /* absolute-form target: 1 scheme, 2 authority, 3 path (0: not one) */
+	__u16 abs_auth; /* path offset where the authority starts */
 	__u8 secret_stashed; /* 1: ps.sec is in the stash map; 2: it could not be stashed */
 	__u8 secret_lost; /* the value being hashed lost its hash state: flag its hash */
 	/* Content-Type's first 16 bytes, lower-cased, and what they say */
@@ -267,6 +269,24 @@ static __always_inline __u64 gw_mask(__u32 n)
 static __always_inline int gw_may_start(__u8 b)
 {
 	return b >= 'A' && b <= 'Z';
+}
+
+/* How many of the first avail (1..8) bytes of start (little endian) are CR or
+ * LF: empty lines before a request line, which servers skip (RFC 9112 §2.2;
+ * nginx takes bare LFs and lone CRs too), so the sensor must not stop there. */
+static __always_inline __u32 gw_leading_eol(__u64 start, __u64 avail)
+{
+	__u32 i, n = 0;
+
+#pragma unroll
+	for (i = 0; i < 8; i++) {
+		__u8 c = start >> (8 * i);
+
+		if (i >= avail || (c != '\r' && c != '\n'))
+			break;
+		n++;
+	}
+	return n;
 }
 
 static __always_inline int gw_known_method(__u64 m, __u8 n)
@@ -603,9 +623,13 @@ static __always_inline void gw_header_name_done(struct gw_work *w)
 		ps->te_seen = 1;
 	} else if (hi->special == GW_HS_MCP_SESSION) {
 		gw_sess_begin(w, GW_SESS_HEADER);
-	} else if (hi->special == GW_HS_CONTENT_TYPE) {
-		ps->ct_len = 0;
+	} else if (hi->special == GW_HS_CONTENT_TYPE || hi->special == GW_HS_CONNECTION) {
+		ps->ct_len = 0; /* Connection's tokens go through the same 16-byte buffer */
 		ps->ctype[0] = ps->ctype[1] = 0;
+	} else if (hi->special == GW_HS_FRAMING_LOOKALIKE) {
+		/* Transfer_Encoding: servers that map '_' to '-' (CGI-style
+		 * environments, some frameworks) frame by it; proxies do not. */
+		w->ev.anomalies |= GW_AN_FRAMING_LOOKALIKE;
 	} else if (hi->special == GW_HS_HOST) {
 		if (ps->host_seen)
 			w->ev.anomalies |= GW_AN_DUP_HOST;
@@ -625,6 +649,21 @@ static __always_inline void gw_header_name_done(struct gw_work *w)
 static __always_inline int gw_cred_has_scheme(__u8 c)
 {
 	return c == GW_CRED_AUTHORIZATION || c == GW_CRED_PROXY_AUTHORIZATION;
+}
+
+/* One token of a Connection value ended: a hop-by-hop Content-Length or
+ * Transfer-Encoding makes a proxy strip the framing the next hop relies on. */
+static __always_inline void gw_connection_token_done(struct gw_work *w)
+{
+	struct gw_parse_state *ps = &w->ps;
+
+	if ((ps->ct_len == 14 && ps->ctype[0] == GW_C8('c', 'o', 'n', 't', 'e', 'n', 't', '-') &&
+	     (ps->ctype[1] & gw_mask(6)) == GW_C8('l', 'e', 'n', 'g', 't', 'h', 0, 0)) ||
+	    (ps->ct_len == 17 && ps->ctype[0] == GW_C8('t', 'r', 'a', 'n', 's', 'f', 'e', 'r') &&
+	     ps->ctype[1] == GW_C8('-', 'e', 'n', 'c', 'o', 'd', 'i', 'n')))
+		w->ev.anomalies |= GW_AN_CONNECTION_FRAMING;
+	ps->ct_len = 0;
+	ps->ctype[0] = ps->ctype[1] = 0;
 }
 
 /* Called at the end of a header line (or when the window closes mid-value). */
@@ -656,6 +695,8 @@ static __always_inline void gw_header_value_done(struct gw_work *w, int cut)
 	} else if (ps->cur_special == GW_HS_TRANSFER_ENCODING) {
 		/* Any TE value means the body length is not CL; we skip no body then. */
 		ps->te_chunked_only = 1;
+	} else if (ps->cur_special == GW_HS_CONNECTION) {
+		gw_connection_token_done(w);
 	} else if (ps->cur_special == GW_HS_MCP_SESSION) {
 		gw_sess_end(w, cut);
 	} else if (ps->cur_special == GW_HS_CONTENT_TYPE) {
@@ -703,6 +744,13 @@ static __always_inline void gw_value_byte(struct gw_work *w, __u8 b)
 		gw_sess_byte_g(w, b);
 		return;
 	}
+	if (ps->cur_special == GW_HS_CONNECTION) {
+		if (b == ',')
+			gw_connection_token_done(w);
+		else if (b != ' ' && b != '\t' && ps->ct_len < 255 && ps->ct_len++ < 16)
+			ps->ctype[((ps->ct_len - 1) >> 3) & 1] |= ((__u64)gw_lower(b))
+								 << (8 * ((ps->ct_len - 1) & 7));
+	}
 	if (ps->cur_special == GW_HS_CONTENT_TYPE && ps->ct_len < 16) {
 		ps->ctype[(ps->ct_len >> 3) & 1] |= ((__u64)gw_lower(b)) << (8 * (ps->ct_len & 7));
 		ps->ct_len++;
@@ -729,6 +777,57 @@ static __always_inline void gw_value_byte(struct gw_work *w, __u8 b)
 			w->ev.anomalies |= GW_AN_VALUE_TRUNCATED;
 		}
 	}
+}
+
+/* Bytes of an absolute-form target's authority that are copied. */
+#define GW_AUTH_COPY 64
+
+/* A byte of an absolute-form target ("http://user:pass@host/p"), before it
+ * is copied: tracks scheme, authority and path, and at an '@' in the
+ * authority removes the userinfo copied so far (a password in the clear;
+ * RFC 9110 §4.2.4 forbids sending it). Returns 1 when the byte is consumed. */
+static __always_inline int gw_abs_byte(struct gw_work *w, __u8 b)
+{
+	struct gw_parse_state *ps = &w->ps;
+	struct gw_http_event *ev = &w->ev;
+	__u32 n = ev->path_len, i;
+
+	if (ps->abs_form == 0) {
+		ps->abs_form = 1;
+	} else if (ps->abs_form == 1) {
+		if (b == '/' && n >= 2 && n <= GW_PATH_LEN && ev->path[(n - 1) & (GW_PATH_LEN - 1)] == '/' &&
+		    ev->path[(n - 2) & (GW_PATH_LEN - 1)] == ':') {
+			ps->abs_form = 2;
+			ps->abs_auth = n + 1;
+		} else if (n > 8) {
+			ps->abs_form = 3; /* longer than "https://": not a scheme we know */
+		}
+	} else if (ps->abs_form == 2) {
+		if (b == '/' || b == '?' || b == '#') {
+			ps->abs_form = 3;
+		} else if (b == '@') {
+			/* Zeroed, not only cut: the whole path array goes to the ring.
+			 * Branch-free over the authority's GW_AUTH_COPY bytes (all that is
+			 * ever copied of it): byte a+i is kept only when a+i >= n. */
+#pragma unroll
+			for (i = 0; i < GW_AUTH_COPY; i++) {
+				__u32 j = ps->abs_auth + i;
+				__u8 keep = (__u8)(((j - n) >> 31) - 1);
+
+				ev->path[j & (GW_PATH_LEN - 1)] &= keep;
+			}
+			if (ps->abs_auth < n)
+				ev->path_len = ps->abs_auth;
+			ev->anomalies |= GW_AN_USERINFO;
+			return 1;
+		} else if (n >= ps->abs_auth + GW_AUTH_COPY) {
+			/* An authority longer than the bytes the '@' erasure covers is not
+			 * copied further (flagged): userinfo never outlives its '@'. */
+			ev->anomalies |= GW_AN_PATH_TRUNCATED;
+			return 1;
+		}
+	}
+	return 0;
 }
 
 /* The first token of a start line ended (at a space). Returns 1 when the
@@ -777,7 +876,10 @@ static __always_inline int gw_http_step(struct gw_work *w, __u8 b)
 
 	switch (ps->state) {
 	case GW_S_METHOD:
-		if (b == ' ') {
+		if (b == ' ' || (b == '\t' && ev->method_len >= 3)) {
+			/* A tab separates words for lenient servers (RFC 9112 §3): flagged. */
+			if (b == '\t')
+				ev->anomalies |= GW_AN_MALFORMED_START;
 			if (gw_method_done(w))
 				goto discard;
 			return 0;
@@ -793,9 +895,17 @@ static __always_inline int gw_http_step(struct gw_work *w, __u8 b)
 	case GW_S_PATH:
 		/* origin-form "/...", asterisk-form "*", absolute-form "http..."; CONNECT takes host:port */
 		if (ev->path_len == 0 && !ps->is_connect && b != '/' && b != '*' && b != 'h' && b != 'H' &&
-		    b != ' ')
+		    b != ' ' && b != '\t')
 			goto discard;
-		if (b == ' ') {
+		if (ev->path_len == 0 && (b == ' ' || b == '\t')) {
+			/* More blanks before the target: servers that split on whitespace
+			 * (Python's http.server, many frameworks) still find it. */
+			ev->anomalies |= GW_AN_MALFORMED_START;
+			return 0;
+		}
+		if (b == ' ' || b == '\t') {
+			if (b == '\t')
+				ev->anomalies |= GW_AN_MALFORMED_START;
 			gw_query_end(w);
 			ps->state = GW_S_VERSION;
 		} else if (b == '\r' || b == '\n') {
@@ -811,6 +921,9 @@ static __always_inline int gw_http_step(struct gw_work *w, __u8 b)
 				ev->anomalies |= GW_AN_NON_ASCII;
 			else if (b < 0x20)
 				ev->anomalies |= GW_AN_CONTROL_CHAR;
+			if ((ps->abs_form || (ev->path_len == 0 && (b == 'h' || b == 'H'))) &&
+			    ps->abs_form != 3 && gw_abs_byte(w, b))
+				return 0;
 			if (ps->in_query || b == '?')
 				b = gw_query_byte_g(w, b, GW_SESS_QUERY);
 			if (ev->path_len < GW_PATH_LEN) {
@@ -822,6 +935,10 @@ static __always_inline int gw_http_step(struct gw_work *w, __u8 b)
 		}
 		return 0;
 	case GW_S_VERSION:
+		if (ps->ver_len == 0 && (b == ' ' || b == '\t')) {
+			ev->anomalies |= GW_AN_MALFORMED_START; /* more blanks before the version */
+			return 0;
+		}
 		if (b == '\r' || b == '\n') {
 			if ((ps->version & gw_mask(7)) == GW_C8('H', 'T', 'T', 'P', '/', '1', '.', 0) &&
 			    ps->ver_len == 8 && ((ps->version >> 56) == '0' || (ps->version >> 56) == '1'))
@@ -1612,8 +1729,8 @@ static __always_inline __u32 gw_value_fast(struct gw_work *w, __u64 v, __u32 ava
 	struct gw_hdr_value *hv = 0;
 	__u32 k;
 
-	if (sp == GW_HS_CONTENT_LENGTH)
-		return 0;
+	if (sp == GW_HS_CONTENT_LENGTH || sp == GW_HS_CONNECTION)
+		return 0; /* short values the byte path reads token by token */
 	if (sp == GW_HS_CRED && !ps->scheme_done)
 		return gw_scheme_fast(w, v, avail);
 	k = gw_first8(GW_HAS_LESS(v, 0x20) | (v & GW_HIGHS), avail);
@@ -1758,8 +1875,10 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
 		break;
 	case GW_S_PATH:
 		n = ev->path_len;
-		/* the first byte: '/' here, anything else the byte path checks */
-		if ((n == 0 && (v & 0xff) != '/') || n > GW_PATH_LEN - 8)
+		/* the first byte: '/' here, anything else the byte path checks; so
+		 * does an absolute-form target's scheme and authority */
+		if ((n == 0 && (v & 0xff) != '/') || n > GW_PATH_LEN - 8 || ps->abs_form == 1 ||
+		    ps->abs_form == 2)
 			return 0;
 		stop = (v & GW_HIGHS) | GW_HAS_LESS(v, 0x21) | gw_eq8(v, '?');
 		if (ps->in_query) {
@@ -1785,7 +1904,10 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
 		ev->path_len = n + k;
 		break;
 	case GW_S_VERSION:
-		k = gw_first8(gw_eq8(v, '\r') | gw_eq8(v, '\n'), avail);
+		/* (blanks before the version go the byte path, which skips and flags them) */
+		k = gw_first8(gw_eq8(v, '\r') | gw_eq8(v, '\n') |
+				      (ps->ver_len ? 0 : gw_eq8(v, ' ') | gw_eq8(v, '\t')),
+			      avail);
 		if (!k)
 			return 0;
 		gw_acc8k(&ps->version, &ps->ver_len, v, k);

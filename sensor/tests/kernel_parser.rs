@@ -1993,18 +1993,18 @@ fn secret_bytes_cut_by_a_segment_never_wait_where_userspace_reads() {
             // No syscall can read the stash: not its keys, not the entry of
             // this flow (the flow table's key).
             let stash = &p.skel.maps.gw_flow_secrets;
-            assert!(stash.keys().next().is_none(), "the stash's keys are listable");
+            assert!(
+                stash.keys().next().is_none(),
+                "the stash's keys are listable"
+            );
             let keys: Vec<_> = p.skel.maps.gw_flows.keys().collect();
             assert_eq!(keys.len(), 1);
             assert!(
                 stash.lookup(&keys[0], MapFlags::ANY).is_err(),
                 "the secret stash is readable from userspace"
             );
-            let evs = run_frames(
-                &p,
-                &[v4(&flow, 1 + first.len() as u32, rest.as_bytes())],
-            )
-            .unwrap();
+            let evs =
+                run_frames(&p, &[v4(&flow, 1 + first.len() as u32, rest.as_bytes())]).unwrap();
             assert_eq!(evs.len(), 1);
             let whole = format!("{}{SECRET}", &head[name.len() + 2..]);
             // Authorization schemes are hashed lower-cased (the whole value when it has no space).
@@ -2015,9 +2015,16 @@ fn secret_bytes_cut_by_a_segment_never_wait_where_userspace_reads() {
             };
             // The right hash proves the stash held the state (the flow table's copy is zeroed).
             let cred = &http(&evs[0]).credentials[*name];
-            assert_eq!(cred.hash, reference_hash(&p, expect.as_bytes()), "{name} cut at {cut}");
+            assert_eq!(
+                cred.hash,
+                reference_hash(&p, expect.as_bytes()),
+                "{name} cut at {cut}"
+            );
             assert!(!cred.hash_truncated);
-            assert!(stash.delete(&keys[0]).is_err(), "{name} cut at {cut}: stash entry left");
+            assert!(
+                stash.delete(&keys[0]).is_err(),
+                "{name} cut at {cut}: stash entry left"
+            );
         }
     }
     assert!(checked > 50);
@@ -2035,18 +2042,40 @@ fn a_full_flow_table_emits_the_newcomer_at_once_and_counts_it() {
     })
     .unwrap();
     let before = p.counters().unwrap();
-    let flood: Vec<Flow> = (0..16).map(|i| Flow { sport: 48000 + i, ..FLOW }).collect();
+    let flood: Vec<Flow> = (0..16)
+        .map(|i| Flow {
+            sport: 48000 + i,
+            ..FLOW
+        })
+        .collect();
     for f in &flood {
-        assert!(run_frames(&p, &[v4(f, 1, b"GET /fill HTTP/1.1\r\nHost: a")])
-            .unwrap()
-            .is_empty());
+        assert!(
+            run_frames(&p, &[v4(f, 1, b"GET /fill HTTP/1.1\r\nHost: a")])
+                .unwrap()
+                .is_empty()
+        );
     }
-    let victim = Flow { sport: 48100, ..FLOW };
-    let evs = run_frames(&p, &[v4(&victim, 1, b"GET /admin/ HTTP/1.1\r\nHost: victim\r\nUser-A")]).unwrap();
+    let victim = Flow {
+        sport: 48100,
+        ..FLOW
+    };
+    let evs = run_frames(
+        &p,
+        &[v4(
+            &victim,
+            1,
+            b"GET /admin/ HTTP/1.1\r\nHost: victim\r\nUser-A",
+        )],
+    )
+    .unwrap();
     assert_eq!(evs.len(), 1, "the victim's message must not vanish");
     let h = http(&evs[0]);
     assert_eq!(h.path.as_deref(), Some("/admin/"));
-    assert!(h.anomalies.iter().any(|a| a == "truncated"), "{:?}", h.anomalies);
+    assert!(
+        h.anomalies.iter().any(|a| a == "truncated"),
+        "{:?}",
+        h.anomalies
+    );
     let d = p.counters().unwrap().delta(&before);
     assert_eq!(d.get("flow_table_full"), 1);
     // The flood's messages are all still there: each ends with its FIN.
@@ -2055,7 +2084,10 @@ fn a_full_flow_table_emits_the_newcomer_at_once_and_counts_it() {
         ended += run_frames(&p, &[common::v4_ctl(f, 0x11)]).unwrap().len();
     }
     assert_eq!(ended, 16);
-    assert!(flow_table_bytes(&p).is_empty(), "FIN leaves no entry behind");
+    assert!(
+        flow_table_bytes(&p).is_empty(),
+        "FIN leaves no entry behind"
+    );
 }
 
 /// A segment that overlaps bytes already parsed (a retransmission carrying
@@ -2066,7 +2098,10 @@ fn an_overlapping_segment_parses_its_new_bytes_and_the_first_copy_wins() {
     require_root!();
     let p = probe();
     let before = p.counters().unwrap();
-    let flow = Flow { sport: 48200, ..FLOW };
+    let flow = Flow {
+        sport: 48200,
+        ..FLOW
+    };
     let first = b"GET /adm";
     let evs = run_frames(
         &p,
@@ -2079,10 +2114,20 @@ fn an_overlapping_segment_parses_its_new_bytes_and_the_first_copy_wins() {
     .unwrap();
     assert_eq!(evs.len(), 1);
     assert_eq!(http(&evs[0]).path.as_deref(), Some("/admin/"));
-    assert!(http(&evs[0]).anomalies.is_empty(), "{:?}", http(&evs[0]).anomalies);
-    assert_eq!(p.counters().unwrap().delta(&before).get("overlap_trimmed"), 1);
+    assert!(
+        http(&evs[0]).anomalies.is_empty(),
+        "{:?}",
+        http(&evs[0]).anomalies
+    );
+    assert_eq!(
+        p.counters().unwrap().delta(&before).get("overlap_trimmed"),
+        1
+    );
     // A pure retransmission changes nothing.
-    let flow = Flow { sport: 48201, ..FLOW };
+    let flow = Flow {
+        sport: 48201,
+        ..FLOW
+    };
     let evs = run_frames(
         &p,
         &[
@@ -2106,9 +2151,24 @@ fn pipelined_requests_past_the_per_packet_limit_are_counted() {
     let reqs: String = (0..20)
         .map(|i| format!("GET /p{i} HTTP/1.1\r\nHost: h\r\n\r\n"))
         .collect();
-    let evs = run_frames(&p, &[v4(&Flow { sport: 48300, ..FLOW }, 1, reqs.as_bytes())]).unwrap();
+    let evs = run_frames(
+        &p,
+        &[v4(
+            &Flow {
+                sport: 48300,
+                ..FLOW
+            },
+            1,
+            reqs.as_bytes(),
+        )],
+    )
+    .unwrap();
     assert_eq!(evs.len(), 16);
-    assert_eq!(http(&evs[9]).path.as_deref(), Some("/p9"), "the 9th and later are parsed");
+    assert_eq!(
+        http(&evs[9]).path.as_deref(),
+        Some("/p9"),
+        "the 9th and later are parsed"
+    );
     assert_eq!(p.counters().unwrap().delta(&before).get("pipeline_left"), 1);
 }
 
@@ -2118,7 +2178,14 @@ fn tcp_in_ip_fragments_is_counted_as_uninspected() {
     require_root!();
     let p = probe();
     let before = p.counters().unwrap();
-    let mut frag = v4(&Flow { sport: 48400, ..FLOW }, 1, b"GET /admin/ HTTP/1.1\r\n\r\n");
+    let mut frag = v4(
+        &Flow {
+            sport: 48400,
+            ..FLOW
+        },
+        1,
+        b"GET /admin/ HTTP/1.1\r\n\r\n",
+    );
     frag[20] = 0x20; // More Fragments, offset 0
     frag[21] = 0;
     let mut v6frag = vec![0u8; 12];
@@ -2133,4 +2200,150 @@ fn tcp_in_ip_fragments_is_counted_as_uninspected() {
     assert!(run_frames(&p, &[frag, v6frag]).unwrap().is_empty());
     let d = p.counters().unwrap().delta(&before);
     assert_eq!(d.get("tcp_fragments"), 2);
+}
+
+fn one_request(p: &Probe, sport: u16, req: &[u8]) -> Event {
+    let mut evs = run_frames(p, &[v4(&Flow { sport, ..FLOW }, 1, req)]).unwrap();
+    assert_eq!(evs.len(), 1, "{:?}", String::from_utf8_lossy(req));
+    evs.remove(0)
+}
+
+/// Start lines that lenient servers accept (Python's http.server splits on
+/// whitespace; nginx skips empty lines, bare LFs included, before a request):
+/// the sensor finds the same target, and flags the spelling.
+#[test]
+fn lenient_start_lines_give_the_target_the_server_serves_flagged() {
+    require_root!();
+    for byte_path_only in [false, true] {
+        let p = Probe::load(&CaptureConfig {
+            byte_path_only,
+            ..CaptureConfig::default()
+        })
+        .unwrap();
+        let cases: [(&[u8], &str); 7] = [
+            (
+                b"GET  /admin/ HTTP/1.1\r\nHost: h\r\n\r\n",
+                "malformed_start_line",
+            ),
+            (
+                b"GET /admin/  HTTP/1.1\r\nHost: h\r\n\r\n",
+                "malformed_start_line",
+            ),
+            (
+                b"GET\t/admin/ HTTP/1.1\r\nHost: h\r\n\r\n",
+                "malformed_start_line",
+            ),
+            (
+                b"GET /admin/\tHTTP/1.1\r\nHost: h\r\n\r\n",
+                "malformed_start_line",
+            ),
+            (b"\nGET /admin/ HTTP/1.1\r\nHost: h\r\n\r\n", "bare_lf"),
+            (
+                b"\r\n\r\n\nGET /admin/ HTTP/1.1\r\nHost: h\r\n\r\n",
+                "bare_lf",
+            ),
+            (b"\r\nGET /admin/ HTTP/1.1\r\nHost: h\r\n\r\n", ""),
+        ];
+        for (i, (req, flag)) in cases.iter().enumerate() {
+            let ev = one_request(&p, 49000 + i as u16, req);
+            let h = http(&ev);
+            assert_eq!(h.path.as_deref(), Some("/admin/"), "case {i}");
+            assert_eq!(h.version, "HTTP/1.1", "case {i}: {:?}", h.anomalies);
+            if flag.is_empty() {
+                assert!(h.anomalies.is_empty(), "case {i}: {:?}", h.anomalies);
+            } else {
+                assert!(
+                    h.anomalies.iter().any(|a| a == flag),
+                    "case {i}: {:?}",
+                    h.anomalies
+                );
+            }
+        }
+    }
+}
+
+/// Userinfo in an absolute-form target is a password in the clear: removed in
+/// the kernel (no byte of it in the ring record), flagged, the host kept.
+#[test]
+fn userinfo_in_an_absolute_form_target_never_leaves_the_kernel() {
+    require_root!();
+    for byte_path_only in [false, true] {
+        let p = Probe::load(&CaptureConfig {
+            byte_path_only,
+            ..CaptureConfig::default()
+        })
+        .unwrap();
+        let cases = [
+            (
+                "http://alice:Pa55w0rdXyz@host.example/admin/",
+                "http://host.example/admin/",
+            ),
+            (
+                "https://Pa55w0rdXyz@host.example:8443/a?b=c",
+                "https://host.example:8443/a?b=*",
+            ),
+            ("http://al:Pa55w0rdXyz@x@h/", "http://h/"),
+            ("HTTP://u:Pa55w0rdXyz@h", "HTTP://h"),
+        ];
+        for (i, (target, kept)) in cases.iter().enumerate() {
+            let req = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let flow = Flow {
+                sport: 49100 + i as u16,
+                ..FLOW
+            };
+            let raw = run_frames_raw(&p, &[v4(&flow, 1, req.as_bytes())]).unwrap();
+            assert_eq!(raw.len(), 1);
+            assert!(
+                !raw[0].windows(6).any(|w| w == b"Pa55w0"),
+                "case {i}: the password reached the ring"
+            );
+            let ev = one_request(&p, 49200 + i as u16, req.as_bytes());
+            let h = http(&ev);
+            assert_eq!(h.path.as_deref(), Some(*kept), "case {i}");
+            assert!(
+                h.anomalies.iter().any(|a| a == "userinfo_removed"),
+                "case {i}"
+            );
+        }
+        // No userinfo: nothing removed, nothing flagged; '@' in the path stays.
+        let ev = one_request(&p, 49300, b"GET http://h/a@b HTTP/1.1\r\n\r\n");
+        assert_eq!(http(&ev).path.as_deref(), Some("http://h/a@b"));
+        assert!(http(&ev).anomalies.is_empty());
+    }
+}
+
+/// Framing headers in disguise: `Transfer_Encoding` / `Content_Length`
+/// (servers that map '_' to '-' frame by them) and a Connection header that
+/// makes a proxy drop Content-Length as hop-by-hop.
+#[test]
+fn framing_header_spellings_and_connection_tokens_are_flagged() {
+    require_root!();
+    let p = probe();
+    let cases: [(&str, &str); 6] = [
+        ("Transfer_Encoding: chunked", "framing_header_lookalike"),
+        ("content_length: 5", "framing_header_lookalike"),
+        (
+            "Connection: Content-Length",
+            "connection_names_framing_header",
+        ),
+        (
+            "Connection: close, content-length",
+            "connection_names_framing_header",
+        ),
+        (
+            "Connection: keep-alive,Transfer-Encoding ",
+            "connection_names_framing_header",
+        ),
+        ("Connection: keep-alive, Upgrade", ""),
+    ];
+    for (i, (hdr, flag)) in cases.iter().enumerate() {
+        let req = format!("POST /x HTTP/1.1\r\nHost: h\r\n{hdr}\r\n\r\n");
+        let ev = one_request(&p, 49400 + i as u16, req.as_bytes());
+        let an = &http(&ev).anomalies;
+        if flag.is_empty() {
+            assert!(an.is_empty(), "case {i}: {an:?}");
+        } else {
+            assert!(an.iter().any(|a| a == flag), "case {i}: {an:?}");
+        }
+    }
 }

@@ -305,3 +305,32 @@ fn a_rule_within_its_operations_but_slow_is_stopped_by_the_wall_clock() {
         "{s:?}"
     );
 }
+
+/// A call to a function that exists nowhere (file, process or network access
+/// the sandbox does not offer) is refused at load, with file and line, not
+/// left to fail on the first event that reaches it; functions the rule
+/// defines and the engine's own are fine.
+#[test]
+fn unknown_functions_are_refused_at_check_time() {
+    for (call, name) in [
+        ("open(\"/etc/shadow\")", "open"),
+        ("system(\"id\")", "system"),
+        ("ev.http.path.exec()", "exec"),
+        ("std::fs::read(\"x\")", "Undefined module: std"),
+    ] {
+        let body = format!("\nif ev.http.path == \"/x\" {{\n  let x = {call};\n}}\n");
+        let src = header("T-UNK") + body.as_str();
+        let msg = refused(&[("b_unknown.rhai", &src)]);
+        assert!(msg.contains("b_unknown.rhai:4"), "{call}: {msg}");
+        assert!(msg.contains(name), "{call}: {msg}");
+        assert!(
+            name.contains("module") || msg.contains("unknown function"),
+            "{call}: {msg}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ok = header("T-OK")
+        + "fn twice(x) { x * 2 }\nif twice(ev.http.path.len()) > 2 && path_matches(ev.http.path, [\"/a\"]) { \"hit\" }\n";
+    write(dir.path(), "ok.rhai", &ok);
+    RuleSet::load_dir(dir.path(), &RulesConfig::default()).expect("own and engine functions load");
+}

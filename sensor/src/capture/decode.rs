@@ -16,7 +16,7 @@ const EV_HTTP_REQUEST: u32 = 1;
 const EV_HTTP_RESPONSE: u32 = 2;
 
 /// Anomaly bits (`GW_AN_*` in gw_events.h) and their names in events.
-pub const ANOMALY_NAMES: [(u32, &str); 16] = [
+pub const ANOMALY_NAMES: [(u32, &str); 19] = [
     (1 << 0, "crlf_in_value"),
     (1 << 1, "duplicate_content_length"),
     (1 << 2, "cl_and_te"),
@@ -33,6 +33,9 @@ pub const ANOMALY_NAMES: [(u32, &str); 16] = [
     (1 << 13, "bare_lf"),
     (1 << 14, "malformed_start_line"),
     (1 << 15, "unknown_method"),
+    (1 << 16, "userinfo_removed"),
+    (1 << 17, "framing_header_lookalike"),
+    (1 << 18, "connection_names_framing_header"),
 ];
 
 const SCHEMES: [&str; 6] = ["none", "bearer", "basic", "digest", "negotiate", "other"];

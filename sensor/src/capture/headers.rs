@@ -22,6 +22,8 @@ const HS_TRANSFER_ENCODING: u8 = 3;
 const HS_HOST: u8 = 4;
 const HS_MCP_SESSION: u8 = 5;
 const HS_CONTENT_TYPE: u8 = 6;
+const HS_FRAMING_LOOKALIKE: u8 = 7;
+const HS_CONNECTION: u8 = 8;
 const NO_SLOT: u8 = 0xff;
 
 /// Credential headers in `enum gw_cred_slot` order; their values never leave the kernel.
@@ -208,6 +210,9 @@ impl HeaderTable {
             "transfer-encoding",
             "host",
             "content-type",
+            "connection",
+            "transfer_encoding",
+            "content_length",
         ] {
             if !slot_names.iter().any(|n| n == name) {
                 entries.push(HeaderEntry {
@@ -262,6 +267,8 @@ fn special_of(name: &str) -> u8 {
         "transfer-encoding" => HS_TRANSFER_ENCODING,
         "host" => HS_HOST,
         "content-type" => HS_CONTENT_TYPE,
+        "transfer_encoding" | "content_length" => HS_FRAMING_LOOKALIKE,
+        "connection" => HS_CONNECTION,
         _ => HS_NONE,
     }
 }

@@ -176,7 +176,8 @@ impl CaptureConfig {
         if self.flow_table_size != 0 {
             return self.flow_table_size;
         }
-        const KEY_AND_OVERHEAD: usize = 40 + 64 + std::mem::size_of::<skel::types::gw_secret_part>() + 64;
+        const KEY_AND_OVERHEAD: usize =
+            40 + 64 + std::mem::size_of::<skel::types::gw_secret_part>() + 64;
         let per_entry = std::mem::size_of::<skel::types::gw_work>() + KEY_AND_OVERHEAD;
         let n = (self.flow_table_mb as usize) << 20;
         (n / per_entry).clamp(16, 1_048_576) as u32

@@ -112,10 +112,22 @@ pub fn sweep(
 ) -> SweepOutcome {
     let mut out = SweepOutcome::default();
     let maps = &probe.skel.maps;
-    sweep_table(&maps.gw_flows, &maps.gw_flow_secrets, limits, decoder, &mut out);
+    sweep_table(
+        &maps.gw_flows,
+        &maps.gw_flow_secrets,
+        limits,
+        decoder,
+        &mut out,
+    );
     if let Some(t) = tls {
         let m = &t.skel.maps;
-        sweep_table(&m.gw_tls_conns, &m.gw_tls_secrets, limits, decoder, &mut out);
+        sweep_table(
+            &m.gw_tls_conns,
+            &m.gw_tls_secrets,
+            limits,
+            decoder,
+            &mut out,
+        );
     }
     out
 }

@@ -318,6 +318,70 @@ fn line_of(p: Position) -> Option<usize> {
     p.line()
 }
 
+/// Functions Rhai handles itself: never in the engine's signature list.
+const KEYWORD_FUNCTIONS: [&str; 9] = [
+    "print",
+    "debug",
+    "type_of",
+    "Fn",
+    "call",
+    "curry",
+    "is_shared",
+    "is_def_var",
+    "is_def_fn",
+];
+
+/// Calls in `ast` to functions that exist nowhere: not registered in the
+/// engine or its packages, not defined in the file. Rhai resolves calls only
+/// when they run, so without this `open("/etc/shadow")` or `system("id")`
+/// would pass `rules check` and fail on the first event that reaches them.
+fn unknown_calls(engine: &rhai::Engine, ast: &AST) -> Vec<(String, Option<usize>)> {
+    use rhai::{ASTNode, Expr};
+    let mut known: std::collections::HashSet<String> = engine
+        .collect_fn_metadata(
+            None,
+            |f| {
+                Some(if f.namespace.is_empty() {
+                    f.metadata.name.to_string()
+                } else {
+                    format!("{}::{}", f.namespace, f.metadata.name)
+                })
+            },
+            true,
+        )
+        .into_iter()
+        .collect();
+    known.extend(ast.iter_functions().map(|f| f.name.to_string()));
+    known.extend(KEYWORD_FUNCTIONS.iter().map(|s| s.to_string()));
+    let mut unknown = Vec::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        let Some(ASTNode::Expr(e)) = path.last() else {
+            return true;
+        };
+        let (call, pos) = match e {
+            Expr::FnCall(f, pos) | Expr::MethodCall(f, pos) => (f, *pos),
+            _ => return true,
+        };
+        if call.op_token.is_some()
+            || !call
+                .name
+                .starts_with(|c: char| c.is_alphabetic() || c == '_')
+        {
+            return true; // an operator
+        }
+        let name = if call.namespace.is_empty() {
+            call.name.to_string()
+        } else {
+            format!("{}::{}", call.namespace, call.name)
+        };
+        if !known.contains(&name) {
+            unknown.push((name, pos.line()));
+        }
+        true
+    });
+    unknown
+}
+
 /// Compiles one file; `Ok(None)` for a rule with `enabled: false`.
 fn compile_rule(
     engine: &rhai::Engine,
@@ -340,6 +404,15 @@ fn compile_rule(
             format!("syntax error: {}", e.0).replace(" (line", " (at line"),
         )
     })?;
+    if let Some((name, line)) = unknown_calls(engine, &ast).into_iter().next() {
+        return Err(err(
+            line,
+            format!(
+                "unknown function `{name}`: neither the rule engine (see rules/README.md) nor this \
+                 file defines it, and rules cannot reach files, processes or the network"
+            ),
+        ));
+    }
     let stmts = ast.statements();
     let Some(first) = stmts.first() else {
         return Err(err(Some(1), "empty rule file".into()));
