@@ -494,7 +494,7 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 
 /* The flow ended (FIN/RST) while a message waited for its body: emit it now,
  * its scan marked "ended", rather than leave it in the flow table. */
-static __always_inline void gw_flow_end_key(struct gw_flow_key *fk)
+static __always_inline void gw_flow_end_key(struct gw_flow_key *fk, __u32 end_seq, int own)
 {
 	struct gw_work *saved, *w;
 	__u32 zero = 0;
@@ -509,6 +509,13 @@ static __always_inline void gw_flow_end_key(struct gw_flow_key *fk)
 	}
 	/* Every state leaves the table: a plain hash keeps what is not taken out. */
 	gw_take_flow(fk, saved, w);
+	/* The flow's own FIN/RST comes after bytes never seen (a segment lost, or
+	 * sent before the one that started the message): said, never guessed. */
+	if (own && (__s32)(end_seq - w->ps.next_seq) > 0) {
+		gw_count(GW_CNT_FLOW_LOST);
+		if (w->ps.state != GW_S_BODY)
+			w->ev.anomalies |= GW_AN_OUT_OF_ORDER;
+	}
 	if (w->ps.state == GW_S_BODY)
 		return; /* its message went out already */
 	if (w->ps.state == GW_S_JBODY) {
@@ -523,7 +530,7 @@ static __always_inline void gw_flow_end(struct gw_pkt *p)
 {
 	struct gw_flow_key rev;
 
-	gw_flow_end_key(&p->fk);
+	gw_flow_end_key(&p->fk, p->seq + p->plen, 1);
 	if (!(p->tcp_flags & TCP_FL_RST))
 		return;
 	/* A reset ends both directions: a reply waiting for its body too. */
@@ -532,7 +539,7 @@ static __always_inline void gw_flow_end(struct gw_pkt *p)
 	rev.sport = p->fk.dport;
 	rev.dport = p->fk.sport;
 	rev.ip_version = p->fk.ip_version;
-	gw_flow_end_key(&rev);
+	gw_flow_end_key(&rev, 0, 0);
 }
 
 /* The L4 counters of one packet, in a frame of its own (a static subprogram,

@@ -1563,6 +1563,13 @@ static __always_inline void gw_body_scan_abandon(struct gw_work *w)
 	}
 }
 
+/* Hide a value's range from the compiler, so that the mask of an index that
+ * follows is kept even where the compiler knows it changes nothing (an
+ * earlier bound check): 6.1's verifier can lose that bound across a stack
+ * spill and must see the mask itself ("R2 max value is outside of the
+ * allowed memory range"). */
+#define gw_opaque(x) asm volatile("" : "+r"(x))
+
 #define GW_ONES 0x0101010101010101ULL
 #define GW_HIGHS 0x8080808080808080ULL
 #define GW_LOWS 0x7f7f7f7f7f7f7f7fULL
@@ -1754,6 +1761,7 @@ static __always_inline __u32 gw_value_fast(struct gw_work *w, __u64 v, __u32 ava
 		if (n <= GW_HDR_VALUE_LEN - 8) {
 			/* only the k bytes taken: the rest of the word may be
 			 * stale chunk bytes of another packet (see gw_st8) */
+			gw_opaque(n);
 			gw_st8(&hv->value[n & (GW_HDR_VALUE_LEN - 1)], v & gw_mask(k));
 			hv->len = n + k;
 		} else {
@@ -1779,6 +1787,7 @@ static __always_inline __u32 gw_name_fast(struct gw_parse_state *ps, __u64 v, __
 	if (!k)
 		return 0;
 	v = gw_lower8(v) & gw_mask(k);
+	gw_opaque(n);
 	gw_st8(&ps->name.name[n & (GW_HDR_NAME_LEN - 1)], v);
 	ps->name_len = n + k;
 	ps->state = GW_S_NAME;
@@ -1870,6 +1879,7 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
 		k = gw_first8(~(gw_upper8(v) | gw_eq8(v, '-') | gw_eq8(v, '_')) & GW_HIGHS, avail);
 		if (!k)
 			return 0;
+		gw_opaque(n);
 		gw_st8(&ev->method[n & (GW_METHOD_LEN - 1)], v & gw_mask(k));
 		ev->method_len = n + k;
 		break;
@@ -1900,6 +1910,7 @@ static __always_inline __u32 gw_http_fast(struct gw_work *w, __u64 v, __u32 avai
 				v = GW_ONES * '*'; /* not allow-listed: masked */
 			}
 		}
+		gw_opaque(n);
 		gw_st8(&ev->path[n & (GW_PATH_LEN - 1)], v & gw_mask(k));
 		ev->path_len = n + k;
 		break;

@@ -2347,3 +2347,32 @@ fn framing_header_spellings_and_connection_tokens_are_flagged() {
         }
     }
 }
+
+/// The second segment of a request arrives before the first (reordering on
+/// the way): the sensor cannot parse it first, but the flow's FIN then comes
+/// after bytes it never parsed, so the message it emits is flagged
+/// out_of_order (and the loss counted), never passed off as whole.
+#[test]
+fn a_segment_that_came_before_its_predecessor_is_flagged_at_the_flow_end() {
+    require_root!();
+    let p = probe();
+    let before = p.counters().unwrap();
+    let flow = Flow { sport: 49500, ..FLOW };
+    let req = b"GET /admin/ HTTP/1.1\r\nHost: h\r\n\r\n";
+    let mut fin = common::v4_ctl(&flow, 0x11);
+    // the FIN's sequence number: after the whole request
+    let seq = 1000 + req.len() as u32;
+    fin[14 + 20 + 4..14 + 20 + 8].copy_from_slice(&seq.to_be_bytes());
+    let evs = run_frames(
+        &p,
+        &[v4(&flow, 1000 + 7, &req[7..]), v4(&flow, 1000, &req[..7]), fin],
+    )
+    .unwrap();
+    assert_eq!(evs.len(), 1);
+    let h = http(&evs[0]);
+    assert_eq!(h.path.as_deref(), Some("/ad")); // "GET /ad": the first 7 bytes
+    for a in ["out_of_order", "truncated"] {
+        assert!(h.anomalies.iter().any(|x| x == a), "{a}: {:?}", h.anomalies);
+    }
+    assert_eq!(p.counters().unwrap().delta(&before).get("flow_lost"), 1);
+}
