@@ -2357,7 +2357,10 @@ fn a_segment_that_came_before_its_predecessor_is_flagged_at_the_flow_end() {
     require_root!();
     let p = probe();
     let before = p.counters().unwrap();
-    let flow = Flow { sport: 49500, ..FLOW };
+    let flow = Flow {
+        sport: 49500,
+        ..FLOW
+    };
     let req = b"GET /admin/ HTTP/1.1\r\nHost: h\r\n\r\n";
     let mut fin = common::v4_ctl(&flow, 0x11);
     // the FIN's sequence number: after the whole request
@@ -2365,7 +2368,11 @@ fn a_segment_that_came_before_its_predecessor_is_flagged_at_the_flow_end() {
     fin[14 + 20 + 4..14 + 20 + 8].copy_from_slice(&seq.to_be_bytes());
     let evs = run_frames(
         &p,
-        &[v4(&flow, 1000 + 7, &req[7..]), v4(&flow, 1000, &req[..7]), fin],
+        &[
+            v4(&flow, 1000 + 7, &req[7..]),
+            v4(&flow, 1000, &req[..7]),
+            fin,
+        ],
     )
     .unwrap();
     assert_eq!(evs.len(), 1);

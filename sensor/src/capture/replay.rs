@@ -167,19 +167,60 @@ fn read_frames(path: &Path, stats: &mut ReplayStats) -> Result<Vec<Frame>, Repla
         path: name.clone(),
         detail: e.to_string(),
     })?;
-    let mut magic = [0u8; 4];
-    let mut reader = BufReader::new(file);
-    reader
-        .read_exact(&mut magic)
-        .map_err(|e| ReplayError::Format {
+    frames_from(BufReader::new(file), &name, stats)
+}
+
+/// What `replay` makes of a capture before the kernel sees it: the frames
+/// (re-segmented where test_run would refuse them) and the counted skips.
+/// The fuzz target (fuzz/fuzz_targets/replay_pcap.rs) drives this with
+/// arbitrary bytes: every length read from the file or a frame is checked.
+pub fn parse_capture(bytes: &[u8]) -> Result<(Vec<Vec<u8>>, ReplayStats), ReplayError> {
+    let mut stats = ReplayStats::default();
+    let frames = frames_from(bytes, "<memory>", &mut stats)?;
+    let mut out = Vec::new();
+    for f in &frames {
+        if let Some(pieces) = test_run_pieces(&f.data, &mut stats) {
+            out.extend(pieces.into_iter().filter(|p| p.len() <= MAX_TEST_RUN_FRAME));
+        }
+    }
+    Ok((out, stats))
+}
+
+/// The frame as test_run takes it: itself, or re-segmented when too large
+/// (None, counted as short, when it cannot be split).
+fn test_run_pieces(frame: &[u8], stats: &mut ReplayStats) -> Option<Vec<Vec<u8>>> {
+    if frame.len() <= MAX_TEST_RUN_FRAME {
+        return Some(vec![frame.to_vec()]);
+    }
+    stats.resegmented += 1;
+    let pieces = resegment(frame);
+    if pieces.is_none() {
+        stats.skipped_short += 1;
+    }
+    pieces
+}
+
+fn frames_from(
+    reader: impl Read,
+    name: &str,
+    stats: &mut ReplayStats,
+) -> Result<Vec<Frame>, ReplayError> {
+    let name = name.to_string();
+    let mut reader = BufReader::new(reader);
+    let magic = {
+        use std::io::BufRead;
+        let buf = reader.fill_buf().map_err(|e| ReplayError::Format {
             path: name.clone(),
             detail: format!("cannot read magic number: {e}"),
         })?;
-    let file = File::open(path).map_err(|e| ReplayError::Format {
-        path: name.clone(),
-        detail: e.to_string(),
-    })?;
-    let reader = BufReader::new(file);
+        if buf.len() < 4 {
+            return Err(ReplayError::Format {
+                path: name.clone(),
+                detail: "cannot read magic number: file shorter than 4 bytes".into(),
+            });
+        }
+        [buf[0], buf[1], buf[2], buf[3]]
+    };
     let mut frames = Vec::new();
     let mut n = 0u64;
     let push =
@@ -284,17 +325,8 @@ pub fn replay(
     let prog = &probe.skel.progs.gw_tc_ingress;
 
     for frame in &frames {
-        let pieces = if frame.data.len() > MAX_TEST_RUN_FRAME {
-            stats.resegmented += 1;
-            match resegment(&frame.data) {
-                Some(p) => p,
-                None => {
-                    stats.skipped_short += 1;
-                    continue;
-                }
-            }
-        } else {
-            vec![frame.data.clone()]
+        let Some(pieces) = test_run_pieces(&frame.data, &mut stats) else {
+            continue;
         };
         for piece in pieces.iter().filter(|p| p.len() <= MAX_TEST_RUN_FRAME) {
             let input = ProgramInput {
