@@ -125,7 +125,7 @@ def hping_background(topo, *args, seconds):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_syn_flood_alert_within_two_seconds_naming_the_port(sensor, topo):
+def test_syn_flood_alert_within_a_second_naming_the_port(sensor, topo):
     start = time.monotonic()
     p = hping_background(topo, "-S", "-p", "8080", "-i", "u40", "-c", "150000", topo.srv4, seconds=5)
     try:
@@ -134,7 +134,7 @@ def test_syn_flood_alert_within_two_seconds_naming_the_port(sensor, topo):
     finally:
         p.wait(15)
     print(f"\nSYN-flood alert {took:.2f}s after the flood started: {a['finding_info']['desc'][:120]}")
-    assert took <= 2.5
+    assert took <= 1.5  # wall clock from hping3's start to the alert read back (test_l4 measures from the first SYN)
     assert a["unmapped"]["fields"]["target_port"] == 8080 if "unmapped" in a else "8080" in json.dumps(a)
 
 

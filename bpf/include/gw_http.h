@@ -152,6 +152,9 @@ struct gw_parse_state {
 	__u64 jk[2]; /* first 8 bytes of the current key (second word spare) */
 	__u64 sse_val; /* first 8 bytes of an SSE field name or event value */
 	struct gw_hdr_name_key name;
+	/* An 8-byte store at any masked name index (n & 31) stays inside the
+	 * struct: 6.1's verifier may know only the mask, not the n <= 24 check. */
+	__u8 _name_tail[8];
 };
 
 struct gw_work {

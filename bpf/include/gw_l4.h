@@ -28,6 +28,33 @@ struct gw_l4_val {
 	__u64 bits_b[4]; /* source: destination addresses */
 };
 
+/* Early alarms: when one CPU's count for a key in the current window reaches
+ * its share of a rule threshold, the key is reported at once (gw_l4_alarms);
+ * userspace sums the CPUs and cuts the key's window as soon as the threshold
+ * is met, so a flood alerts within the second it starts, not after the
+ * window. Per CPU, from the rule thresholds (capture/l4.rs), rewritten on
+ * every reload; 0 turns an alarm off. */
+struct gw_l4_alarm_cfg {
+	__u32 svc_syn; /* service: SYNs per CPU per window */
+	__u32 svc_rst; /* service: RSTs per CPU per window */
+	__u32 src_syn; /* source prefix: SYNs per CPU per window (scans) */
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gw_l4_alarm_cfg);
+} gw_l4_alarm SEC(".maps");
+
+/* Keys whose count reached an alarm threshold (struct gw_l4_key records):
+ * at most one record per key, CPU and counter in a window. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 << 10);
+} gw_l4_alarms SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 16384);
@@ -85,6 +112,13 @@ static __always_inline struct gw_l4_val *gw_l4_slot(struct gw_l4_key *k)
 	return v;
 }
 
+/* Raise the key's alarm: once per CPU, counter and window (the per-CPU count
+ * passes each threshold exactly once before userspace resets the key). */
+static __always_inline void gw_l4_raise(struct gw_l4_key *k)
+{
+	bpf_ringbuf_output(&gw_l4_alarms, k, sizeof(*k), 0);
+}
+
 static __always_inline void gw_l4_prefix(__u8 *dst, const __u8 *src, __u32 ip_version)
 {
 	int bits = ip_version == 4 ? gw_l4_prefix_v4 : gw_l4_prefix_v6;
@@ -107,7 +141,9 @@ static __always_inline void gw_l4_count(const __u8 *saddr, const __u8 *daddr, __
 					__u32 ip_version, __u8 flags)
 {
 	struct gw_l4_key svc = {}, src = {};
+	struct gw_l4_alarm_cfg *a;
 	struct gw_l4_val *v;
+	__u32 zero = 0;
 	int syn = (flags & TCP_FL_SYN) && !(flags & TCP_FL_ACK);
 	int synack = (flags & TCP_FL_SYN) && (flags & TCP_FL_ACK);
 	int rst = flags & TCP_FL_RST;
@@ -140,6 +176,9 @@ static __always_inline void gw_l4_count(const __u8 *saddr, const __u8 *daddr, __
 	}
 	if (!(syn || rst))
 		return;
+	a = bpf_map_lookup_elem(&gw_l4_alarm, &zero);
+	if (v && a && ((syn && v->syn == a->svc_syn) || (rst && v->rst == a->svc_rst)))
+		gw_l4_raise(&svc);
 	src.ip_version = ip_version;
 	src.scope = GW_L4_SOURCE;
 	gw_l4_prefix(src.addr, saddr, ip_version);
@@ -152,6 +191,8 @@ static __always_inline void gw_l4_count(const __u8 *saddr, const __u8 *daddr, __
 		}
 		if (rst)
 			v->rst++;
+		if (syn && a && v->syn == a->src_syn)
+			gw_l4_raise(&src);
 	}
 }
 

@@ -111,3 +111,84 @@ fn a_full_table_is_counted_never_silent() {
     run_frames(&probe, &frames).unwrap();
     assert!(probe.counters().unwrap().get("l4_map_full") > 0);
 }
+
+/// Early alarms: with the default thresholds (1000 SYN/s, 1 s windows), the
+/// kernel raises a flooded service key once per CPU when that CPU's count
+/// reaches its share; userspace cuts the key's window as soon as the sum
+/// meets the threshold and returns it as a partial window the rule fires on.
+/// Below the threshold nothing is raised; every SYN is in exactly one window.
+#[test]
+fn a_flood_raises_an_early_alarm_and_its_window_is_cut_at_the_threshold() {
+    use gatewatch::capture::l4::{set_alarms, AlarmThresholds, L4Windows};
+    use libbpf_rs::RingBufferBuilder;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    require_root!();
+    let cfg = L4Config::default();
+    let probe = Probe::load_with(&CaptureConfig::default(), &cfg).unwrap();
+    let t = AlarmThresholds::from_rules(&gatewatch::rules::RulesConfig::default());
+    set_alarms(&probe, &cfg, &t).unwrap();
+    let raised: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let sink = Rc::clone(&raised);
+    let mut b = RingBufferBuilder::new();
+    b.add(&probe.skel.maps.gw_l4_alarms, move |d: &[u8]| {
+        sink.borrow_mut().push(d.to_vec());
+        0
+    })
+    .unwrap();
+    let ring = b.build().unwrap();
+    let syns = |n: u32, dport: u16| -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                v4_ctl(
+                    &Flow {
+                        src: [10, 8, (i / 250) as u8, (i % 250) as u8 + 1],
+                        dst: [10, 0, 0, 2],
+                        sport: 2000 + (i % 60000) as u16,
+                        dport,
+                    },
+                    SYN,
+                )
+            })
+            .collect()
+    };
+    let mut windows = L4Windows::default();
+    // struct gw_l4_key: addr[16], port, ip_version, scope (0 service, 1 source)
+    let services = |r: &[Vec<u8>]| r.iter().filter(|k| k[19] == 0).count();
+    // 400 SYNs: below any CPU's share of 1000 -> no service alarm (their
+    // source prefixes are raised: 25 SYNs may be a scan, the rules judge).
+    run_frames(&probe, &syns(400, 9000)).unwrap();
+    ring.consume().unwrap();
+    assert_eq!(services(&raised.borrow()), 0, "raised below the threshold");
+    // 1200 SYNs to another service, all on this CPU (test_run): raised once.
+    run_frames(&probe, &syns(1200, 9001)).unwrap();
+    ring.consume().unwrap();
+    assert_eq!(
+        services(&raised.borrow()),
+        1,
+        "one record per CPU and window"
+    );
+    for k in raised.borrow().iter() {
+        windows.raised(k);
+    }
+    let cut: Vec<_> = windows
+        .cut_raised(&probe, &cfg, &t, 0)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.l4.as_ref().is_some_and(|w| w.scope == "service"))
+        .collect();
+    assert_eq!(cut.len(), 1);
+    let w = cut[0].l4.as_ref().unwrap();
+    assert!(w.partial && w.port == Some(9001) && w.syn == 1200, "{w:?}");
+    assert!(w.syn_rate >= 1000.0, "{w:?}");
+    // The rest of the flood lands in the key's next window, never twice.
+    run_frames(&probe, &syns(300, 9001)).unwrap();
+    let rest = flush(&probe, &cfg, 1000, 0).unwrap();
+    let later: u64 = rest
+        .iter()
+        .filter_map(|e| e.l4.as_ref())
+        .filter(|w| w.port == Some(9001))
+        .map(|w| w.syn)
+        .sum();
+    assert_eq!(later, 300);
+}

@@ -240,6 +240,19 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
             0
         })
         .context("opening ring buffer")?;
+    // Early L4 alarms (capture/l4.rs): keys whose burst crossed a rule
+    // threshold, taken out of the window at once by the loop below.
+    let alarms: Rc<std::cell::RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let alarm_sink = Rc::clone(&alarms);
+    builder
+        .add(&probe.skel.maps.gw_l4_alarms, move |data: &[u8]| {
+            let mut a = alarm_sink.borrow_mut();
+            if a.len() < 4096 {
+                a.push(data.to_vec());
+            }
+            0
+        })
+        .context("opening the L4 alarm ring")?;
     let ring = builder.build().context("opening ring buffer")?;
     tracing::info!(
         interfaces = ?cfg.sensor.interfaces,
@@ -254,8 +267,11 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let mut last_at = Instant::now();
     let mut drops_total = 0u64;
     let mut last_decode_errors = 0u64;
-    let l4_window = Duration::from_millis(cfg.l4.window_ms);
-    let mut l4_at = Instant::now();
+    let mut l4 = crate::capture::l4::L4Windows::default();
+    let mut l4_alarm = crate::capture::l4::AlarmThresholds::from_rules(&cfg.rules);
+    if let Err(e) = crate::capture::l4::set_alarms(&probe, &cfg.l4, &l4_alarm) {
+        tracing::warn!("early L4 alarms off: {e:#}");
+    }
     let ring_poll = Duration::from_millis(cfg.sensor.ring_poll_ms);
     // Messages left by silent flows in the kernel's flow tables (capture/sweep.rs).
     let sweep_limits = crate::capture::sweep::SweepLimits {
@@ -276,12 +292,16 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     let mut inspected_percent = 100.0;
     while !stop.load(Ordering::Relaxed) {
         if reload.swap(false, Ordering::Relaxed) {
-            reload_rules(&args, &current, &out_tx);
+            if let Some(rules_cfg) = reload_rules(&args, &current, &out_tx) {
+                // The kernel's alarm thresholds follow the reloaded [rules.thresholds].
+                l4_alarm = crate::capture::l4::AlarmThresholds::from_rules(&rules_cfg);
+                if let Err(e) = crate::capture::l4::set_alarms(&probe, &cfg.l4, &l4_alarm) {
+                    tracing::warn!("early L4 alarms: {e:#}");
+                }
+            }
         }
-        if cfg.l4.enabled && l4_at.elapsed() >= l4_window {
-            let window_ms = l4_at.elapsed().as_millis() as u64;
-            l4_at = Instant::now();
-            match crate::capture::l4::flush(&probe, &cfg.l4, window_ms, BootClock::now_unix_ns()) {
+        if cfg.l4.enabled && l4.due(&cfg.l4) {
+            match l4.flush(&probe, &cfg.l4, BootClock::now_unix_ns()) {
                 Ok(events) => {
                     for ev in events {
                         workers.dispatch(ev);
@@ -315,6 +335,20 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
                 break false;
             }
         };
+        let raised = std::mem::take(&mut *alarms.borrow_mut());
+        if cfg.l4.enabled {
+            for key in &raised {
+                l4.raised(key);
+            }
+            match l4.cut_raised(&probe, &cfg.l4, &l4_alarm, BootClock::now_unix_ns()) {
+                Ok(events) => {
+                    for ev in events {
+                        workers.dispatch(ev);
+                    }
+                }
+                Err(e) => tracing::warn!("l4 alarm: {e:#}"),
+            }
+        }
         if emptied {
             std::thread::sleep(ring_poll);
         }
@@ -415,12 +449,18 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
 
 /// SIGHUP: compile and check the new set first; a broken set is refused with
 /// every error's file and line, and the running set stays.
-fn reload_rules(args: &RunArgs, current: &CurrentRules, out: &crossbeam_channel::Sender<Output>) {
+/// Reload config and rules (SIGHUP); the new `[rules]` section when the set
+/// was taken, None when the running one stays.
+fn reload_rules(
+    args: &RunArgs,
+    current: &CurrentRules,
+    out: &crossbeam_channel::Sender<Output>,
+) -> Option<crate::rules::RulesConfig> {
     let cfg = match effective_config(args) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("rule reload refused, config invalid ({e:#}); the running rules stay");
-            return;
+            return None;
         }
     };
     match load_rules(&cfg) {
@@ -429,11 +469,15 @@ fn reload_rules(args: &RunArgs, current: &CurrentRules, out: &crossbeam_channel:
             tracing::info!(rules = set.len(), "rules reloaded");
             current.replace(set);
             let _ = out.send(Output::RulesetChange(record));
+            Some(cfg.rules)
         }
-        Err(e) => tracing::error!(
-            "rule reload refused; the running {} rules stay: {e:#}",
-            current.get().len()
-        ),
+        Err(e) => {
+            tracing::error!(
+                "rule reload refused; the running {} rules stay: {e:#}",
+                current.get().len()
+            );
+            None
+        }
     }
 }
 

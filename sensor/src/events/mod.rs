@@ -499,8 +499,19 @@ pub struct L4Window {
     pub synack: u64,
     pub rst: u64,
     pub fin: u64,
-    /// SYNs per second over the window.
+    /// SYNs per second over the window. For a partial window, its SYNs over
+    /// the whole window length (`l4.window_ms`): the least the window would
+    /// have shown, so rules decide on it as they would have at its end.
     pub syn_rate: f64,
+    /// RSTs per second, taken as `syn_rate` is.
+    #[serde(default)]
+    pub rst_rate: f64,
+    /// The window was cut short by an early alarm: its counts already met a
+    /// rule threshold, so they were sent at once (`window_ms` says how long
+    /// it ran). The key's next window starts there; every packet is in
+    /// exactly one window.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
     /// SYN-ACKs answered per SYN (service scope; absent without SYNs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synack_ratio: Option<f64>,
