@@ -293,7 +293,8 @@ __noinline int gw_feed_payload(struct __sk_buff *skb, struct gw_pkt *p, struct g
 			return pos;
 		pos += gw_feed_chunk(w, ch, n);
 		if (w->ps.state == GW_S_DONE || w->ps.state == GW_S_ABORT ||
-		    w->ps.state == GW_S_DISCARD || w->ps.state == GW_S_SCANNED)
+		    w->ps.state == GW_S_DISCARD || w->ps.state == GW_S_SCANNED ||
+		    w->ps.state == GW_S_BODY_END)
 			return pos;
 	}
 	return pos;
@@ -335,6 +336,23 @@ static __always_inline int gw_skip_body(struct gw_pkt *p, struct gw_work *w, __u
 	if (!gw_body_consume(w, pos, p->plen))
 		return 0;
 	gw_save_flow(p, w);
+	return 1;
+}
+
+/* Skip a chunked body from *pos. Returns 1 when nothing more of this packet
+ * is parsed (the body continues in the next segment: saved; or its framing
+ * was not chunked, or it outlasts the packet's parse), 0 when it ended here
+ * (state GW_S_BODY_END) and the next message may follow. */
+static __always_inline int gw_skip_chunks(struct __sk_buff *skb, struct gw_pkt *p, struct gw_work *w,
+					  struct gw_chunk *ch, __u32 *pos)
+{
+	*pos = gw_feed_payload(skb, p, w, ch, *pos);
+	if (w->ps.state == GW_S_BODY_END)
+		return 0;
+	if (w->ps.state == GW_S_CHUNKS && *pos >= p->plen)
+		gw_save_flow(p, w);
+	else if (w->ps.state == GW_S_CHUNKS)
+		gw_count(GW_CNT_PIPELINE_LEFT); /* longer than one packet's parse */
 	return 1;
 }
 
@@ -387,7 +405,7 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			__u8 st = saved->ps.state;
 
 			gw_take_flow(&p->fk, saved, w);
-			if (st != GW_S_BODY && st != GW_S_METHOD) {
+			if (st != GW_S_BODY && st != GW_S_CHUNKS && st != GW_S_METHOD) {
 				if (w->ps.state == GW_S_JBODY)
 					gw_body_scan_abandon(w); /* headers were whole; the body was not */
 				else if (w->ps.state == GW_S_VALUE)
@@ -410,7 +428,9 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			}
 			if (w->ps.state == GW_S_BODY && gw_skip_body(p, w, &pos))
 				return;
-			if (w->ps.state == GW_S_BODY) {
+			if (w->ps.state == GW_S_CHUNKS && gw_skip_chunks(skb, p, w, ch, &pos))
+				return;
+			if (w->ps.state == GW_S_BODY || w->ps.state == GW_S_BODY_END) {
 				resumed = 0;
 				w->ps.state = GW_S_IDLE;
 			}
@@ -477,9 +497,17 @@ static __always_inline void gw_http_packet(struct __sk_buff *skb, struct gw_pkt 
 			return;
 		}
 		gw_emit_msg(w);
-		/* Pipelining: skip the rest of a Content-Length body, then look for the next message. */
-		if (w->ps.te_chunked_only)
-			return; /* chunked body: length unknown without decoding it */
+		/* Pipelining: skip the rest of the body (Content-Length, or chunked
+		 * through its framing), then look for the next message. */
+		if (w->ps.te_chunked_only) {
+			if (w->ps.state != GW_S_DONE)
+				return; /* a scanned chunked body: where its framing stands is not kept */
+			gw_chunks_begin(w);
+			if (gw_skip_chunks(skb, p, w, ch, &pos))
+				return;
+			w->ps.state = GW_S_IDLE;
+			continue;
+		}
 		if (w->ev.content_length != ~0ULL) {
 			if (gw_skip_body(p, w, &pos))
 				return;
@@ -513,10 +541,10 @@ static __always_inline void gw_flow_end_key(struct gw_flow_key *fk, __u32 end_se
 	 * sent before the one that started the message): said, never guessed. */
 	if (own && (__s32)(end_seq - w->ps.next_seq) > 0) {
 		gw_count(GW_CNT_FLOW_LOST);
-		if (w->ps.state != GW_S_BODY)
+		if (w->ps.state != GW_S_BODY && w->ps.state != GW_S_CHUNKS)
 			w->ev.anomalies |= GW_AN_OUT_OF_ORDER;
 	}
-	if (w->ps.state == GW_S_BODY)
+	if (w->ps.state == GW_S_BODY || w->ps.state == GW_S_CHUNKS)
 		return; /* its message went out already */
 	if (w->ps.state == GW_S_JBODY) {
 		gw_body_scan_abandon(w);

@@ -216,7 +216,8 @@ __noinline int gw_tls_feed(struct gw_tls_call *c, struct gw_work *w, struct gw_c
 		}
 		pos += gw_feed_chunk(w, ch, n);
 		if (w->ps.state == GW_S_DONE || w->ps.state == GW_S_ABORT ||
-		    w->ps.state == GW_S_DISCARD || w->ps.state == GW_S_SCANNED)
+		    w->ps.state == GW_S_DISCARD || w->ps.state == GW_S_SCANNED ||
+		    w->ps.state == GW_S_BODY_END)
 			return pos;
 	}
 	return pos;
@@ -248,6 +249,21 @@ static __always_inline int gw_tls_skip_body(struct gw_tls_call *c, struct gw_wor
 	if (!gw_body_consume(w, pos, c->len))
 		return 0;
 	gw_tls_save(c, w);
+	return 1;
+}
+
+/* Skip a chunked body from *pos; 1 when nothing more of this call is parsed
+ * (continues in the next call: saved), 0 when it ended here. */
+static __always_inline int gw_tls_skip_chunks(struct gw_tls_call *c, struct gw_work *w,
+					      struct gw_chunk *ch, __u32 *pos)
+{
+	*pos = gw_tls_feed(c, w, ch, *pos);
+	if (w->ps.state == GW_S_BODY_END)
+		return 0;
+	if (w->ps.state == GW_S_CHUNKS && *pos >= c->len)
+		gw_tls_save(c, w);
+	else if (w->ps.state == GW_S_CHUNKS)
+		gw_count(GW_CNT_PIPELINE_LEFT);
 	return 1;
 }
 
@@ -288,6 +304,12 @@ __noinline int gw_tls_data(struct gw_tls_call *c)
 		}
 		if (w->ps.state == GW_S_BODY) {
 			if (gw_tls_skip_body(c, w, &pos))
+				return 0;
+			resumed = 0;
+			w->ps.state = GW_S_IDLE;
+		}
+		if (w->ps.state == GW_S_CHUNKS) {
+			if (gw_tls_skip_chunks(c, w, ch, &pos))
 				return 0;
 			resumed = 0;
 			w->ps.state = GW_S_IDLE;
@@ -354,8 +376,16 @@ __noinline int gw_tls_data(struct gw_tls_call *c)
 			return 0;
 		}
 		gw_emit_msg(w);
-		if (w->ps.te_chunked_only)
-			return 0;
+		if (w->ps.te_chunked_only) {
+			/* skip the chunked body through its framing, as the packet path does */
+			if (w->ps.state != GW_S_DONE)
+				return 0;
+			gw_chunks_begin(w);
+			if (gw_tls_skip_chunks(c, w, ch, &pos))
+				return 0;
+			w->ps.state = GW_S_IDLE;
+			continue;
+		}
 		if (w->ev.content_length != ~0ULL) {
 			if (gw_tls_skip_body(c, w, &pos))
 				return 0;

@@ -137,3 +137,32 @@ def test_syn_flood_alerts_within_one_second_of_its_first_syn(topo, httpd, sensor
         # Every SYN in exactly one window (a handful may fall between a read and its delete).
         assert abs(counted - len(syns)) <= max(5, len(syns) // 1000), (counted, len(syns))
     print("latencies (ms): " + ", ".join(f"{x * 1000:.0f}" for x in latencies))
+
+
+def test_port_scan_alerts_within_one_second_of_its_first_syn(topo, httpd, sensor_factory, tmp_path):
+    """A vertical scan (hping3 --scan, 300 ports): GW-L4-003 at most 1 s after
+    the scan's first SYN on the wire, printed."""
+    gwlib.need("tshark")
+    s = sensor_factory("scan-latency", config="[rules]\nthrottle_alerts = 0\n")
+    pcap = tmp_path / "scan.pcap"
+    cap = subprocess.Popen(
+        ["ip", "netns", "exec", topo.srv_ns, "tshark", "-q", "-n", "-i", topo.srv_if, "-B", "16",
+         "-f", f"src host {topo.cli4} and tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0",
+         "-w", str(pcap), "-a", "duration:30"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.5)
+    hping(topo, "--scan", "20000-20300", "-S", topo.srv4, timeout=6)
+    deadline = time.monotonic() + 4
+    found = []
+    while time.monotonic() < deadline and not found:
+        found = [a for a in s.alerts() if a["finding_info"]["analytic"]["uid"] == "GW-L4-003"]
+        time.sleep(0.1)
+    time.sleep(0.5)
+    cap.terminate()
+    cap.wait(10)
+    assert found, "no GW-L4-003 alert"
+    r = gwlib.run(["tshark", "-n", "-r", str(pcap), "-T", "fields", "-e", "frame.time_epoch"], timeout=60)
+    first = min(float(x) for x in r.stdout.split())
+    latency = min(a["time"] for a in found) / 1000.0 - first
+    print(f"\nport scan: GW-L4-003 {latency * 1000:.0f} ms after the first SYN")
+    assert latency <= 1.0

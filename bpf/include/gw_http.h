@@ -32,6 +32,8 @@ enum gw_state {
 	GW_S_DISCARD, /* not HTTP after all: no event */
 	GW_S_JBODY, /* headers done; scanning the body's first bytes for JSON-RPC */
 	GW_S_SCANNED, /* body scan decided: the message is ready to emit */
+	GW_S_CHUNKS, /* skipping a chunked body (message emitted) through its framing */
+	GW_S_BODY_END, /* the chunked body just ended: the next message may follow */
 };
 
 /* JSON scanner states (gw_parse_state.jstate). */
@@ -75,6 +77,8 @@ enum gw_chunk_st {
 	GW_CH_EXT, /* chunk extensions: up to LF */
 	GW_CH_DATA,
 	GW_CH_DATA_END, /* the CRLF after a chunk's data */
+	GW_CH_TRAILER, /* after the last chunk: a trailer line, or the empty line that ends the body */
+	GW_CH_TRAILER_LINE,
 };
 
 #define GW_CT_OTHER 0
@@ -2069,6 +2073,84 @@ struct gw_feed_ctx {
 /* One parse step at pos: a run of bytes when a multi-byte step applies, else
  * one byte through the state machines. Returns the bytes taken, with
  * GW_STEP_END set when the message ended. Global: verified once. */
+/* A chunked body between pipelined messages (its message already emitted),
+ * skipped through its framing (RFC 9112 §7.1): chunk data in one step, size
+ * lines, extensions and trailers a byte at a time, so that the request after
+ * it in the same segment is parsed. Returns the bytes taken, | GW_STEP_END
+ * when the body ended (GW_S_BODY_END) or its framing was not chunked after
+ * all (GW_S_DISCARD: the rest is not parsed; a server would refuse it too). */
+static __always_inline int gw_chunk_skip(struct gw_work *w, struct gw_chunk *ch, __u64 p, __u64 avail)
+{
+	struct gw_parse_state *ps = &w->ps;
+	__u8 b;
+
+	if (ps->jchunk_st == GW_CH_DATA) {
+		__u32 n = avail < ps->jchunk_left ? avail : ps->jchunk_left;
+
+		if (n == 0 || n > GW_CHUNK)
+			n = 1;
+		ps->jchunk_left -= n;
+		if (ps->jchunk_left == 0)
+			ps->jchunk_st = GW_CH_DATA_END;
+		return n;
+	}
+	b = ch->b[p & (GW_CHUNK - 1)];
+	switch (ps->jchunk_st) {
+	case GW_CH_SIZE:
+		if (b >= '0' && b <= '9')
+			ps->jchunk_left = (ps->jchunk_left << 4) | (b - '0');
+		else if ((b | 0x20) >= 'a' && (b | 0x20) <= 'f')
+			ps->jchunk_left = (ps->jchunk_left << 4) | ((b | 0x20) - 'a' + 10);
+		else if (b == ';' || b == ' ' || b == '\t')
+			ps->jchunk_st = GW_CH_EXT;
+		else if (b == '\n')
+			goto size_done;
+		else if (b != '\r')
+			goto bad;
+		if (ps->jchunk_left > 0x0fffffff)
+			goto bad; /* no chunk is that large: not chunked framing */
+		return 1;
+	case GW_CH_EXT:
+		if (b == '\n')
+			goto size_done;
+		return 1;
+	case GW_CH_DATA_END:
+		if (b == '\n') {
+			ps->jchunk_st = GW_CH_SIZE;
+			ps->jchunk_left = 0;
+		} else if (b != '\r') {
+			goto bad;
+		}
+		return 1;
+	case GW_CH_TRAILER:
+		if (b == '\n') {
+			ps->state = GW_S_BODY_END;
+			return 1 | GW_STEP_END;
+		}
+		if (b != '\r')
+			ps->jchunk_st = GW_CH_TRAILER_LINE;
+		return 1;
+	default: /* GW_CH_TRAILER_LINE */
+		if (b == '\n')
+			ps->jchunk_st = GW_CH_TRAILER;
+		return 1;
+	}
+size_done:
+	ps->jchunk_st = ps->jchunk_left ? GW_CH_DATA : GW_CH_TRAILER;
+	return 1;
+bad:
+	ps->state = GW_S_DISCARD;
+	return 1 | GW_STEP_END;
+}
+
+/* After its message went out: skip the chunked body that follows. */
+static __always_inline void gw_chunks_begin(struct gw_work *w)
+{
+	w->ps.state = GW_S_CHUNKS;
+	w->ps.jchunk_st = GW_CH_SIZE;
+	w->ps.jchunk_left = 0;
+}
+
 __noinline int gw_step(struct gw_work *w, struct gw_chunk *ch, __u64 pos, __u64 len)
 {
 	__u64 p;
@@ -2078,6 +2160,8 @@ __noinline int gw_step(struct gw_work *w, struct gw_chunk *ch, __u64 pos, __u64 
 	if (!w || !ch || pos >= len || pos >= GW_CHUNK)
 		return GW_STEP_END;
 	p = pos & (GW_CHUNK - 1);
+	if (w->ps.state == GW_S_CHUNKS)
+		return gw_chunk_skip(w, ch, p, len - pos);
 	if (!gw_byte_path_only && p <= GW_CHUNK - 8) {
 		if (w->ps.state == GW_S_JBODY) {
 			k = gw_body_run(w, ch, pos, len);

@@ -2383,3 +2383,68 @@ fn a_segment_that_came_before_its_predecessor_is_flagged_at_the_flow_end() {
     }
     assert_eq!(p.counters().unwrap().delta(&before).get("flow_lost"), 1);
 }
+
+/// A request pipelined after a chunked body, in the same segment or split
+/// anywhere across two: the body is skipped through its framing (sizes,
+/// extensions, trailers), never mistaken for a request, and the next request
+/// is seen. A body whose framing is not chunked after all stops the parse.
+#[test]
+fn a_request_after_a_chunked_body_is_parsed_split_anywhere() {
+    require_root!();
+    let p = probe();
+    let body = "5;ext=1\r\nGET /\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: t\r\n\r\n";
+    let two = format!(
+        "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{body}GET /admin/next HTTP/1.1\r\nHost: h\r\n\r\n"
+    );
+    let paths = |evs: &[Event]| -> Vec<String> {
+        evs.iter()
+            .map(|e| http(e).path.clone().unwrap_or_default())
+            .collect()
+    };
+    let evs = run_frames(
+        &p,
+        &[v4(
+            &Flow {
+                sport: 49600,
+                ..FLOW
+            },
+            1,
+            two.as_bytes(),
+        )],
+    )
+    .unwrap();
+    assert_eq!(paths(&evs), ["/up", "/admin/next"]);
+    let head_len = two.find("\r\n\r\n").unwrap() + 4;
+    for (i, cut) in (head_len + 1..two.len() - 10).enumerate() {
+        let flow = Flow {
+            sport: 49700 + i as u16,
+            ..FLOW
+        };
+        let b = two.as_bytes();
+        let evs = run_frames(
+            &p,
+            &[
+                v4(&flow, 1, &b[..cut]),
+                v4(&flow, 1 + cut as u32, &b[cut..]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(paths(&evs), ["/up", "/admin/next"], "cut at {cut}");
+    }
+    // Not chunked framing after all: nothing after it is taken for a request.
+    let bad =
+        "POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET /fake HTTP/1.1\r\n\r\n";
+    let evs = run_frames(
+        &p,
+        &[v4(
+            &Flow {
+                sport: 49690,
+                ..FLOW
+            },
+            1,
+            bad.as_bytes(),
+        )],
+    )
+    .unwrap();
+    assert_eq!(paths(&evs), ["/up"]);
+}

@@ -294,7 +294,19 @@ impl L4Windows {
             let began = self.early.get(&key).copied().unwrap_or(self.window_start);
             self.early.insert(key, now);
             let window_ms = now.duration_since(began).as_millis().max(1) as u64;
-            out.extend(event_of(cfg, &e, window_ms, &[], Some(length), now_unix_ns));
+            let sources = if e.key.scope == 0 {
+                top_sources(map, cfg)?
+            } else {
+                Vec::new()
+            };
+            out.extend(event_of(
+                cfg,
+                &e,
+                window_ms,
+                &sources,
+                Some(length),
+                now_unix_ns,
+            ));
         }
         Ok(out)
     }
@@ -347,6 +359,37 @@ impl L4Windows {
             .filter_map(|(e, ms)| event_of(cfg, e, *ms, &sources, None, now_unix_ns))
             .collect())
     }
+}
+
+/// The busiest source prefixes counted so far (read, not taken): for a
+/// service window cut early. At most TOP_SCAN keys are read.
+fn top_sources(map: &impl MapCore, cfg: &L4Config) -> Result<Vec<TopSource>> {
+    const TOP_SCAN: usize = 4096;
+    let mut found = Vec::new();
+    for k in map.keys().take(TOP_SCAN) {
+        if k.get(19) != Some(&1) {
+            continue; // struct gw_l4_key's scope byte: sources only
+        }
+        if let Some(e) = read_key(map, &k, false)? {
+            if e.val.syn == 0 {
+                continue;
+            }
+            if let Some(ip) = addr(&e.key.addr, e.key.ip_version) {
+                let len = if e.key.ip_version == 4 {
+                    cfg.prefix_v4
+                } else {
+                    cfg.prefix_v6
+                };
+                found.push(TopSource {
+                    prefix: format!("{ip}/{len}"),
+                    syn: e.val.syn,
+                });
+            }
+        }
+    }
+    found.sort_by_key(|s| std::cmp::Reverse(s.syn));
+    found.truncate(cfg.top_sources);
+    Ok(found)
 }
 
 /// One key's window as an `l4_window` event (None below `min_packets`).
