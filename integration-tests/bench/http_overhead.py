@@ -222,6 +222,42 @@ def with_sensor(tmp: Path, seconds: int, connections: int, rate: int | None = No
     return res
 
 
+PEERS = {
+    # name: (command run in the server namespace writing one line per request to OUT, binary)
+    "httpry": (["httpry", "-i", SRV_IF, "-o", "{out}", "-q"], "httpry"),
+    "tshark": (["tshark", "-q", "-n", "-l", "-i", SRV_IF, "-f", "tcp port 8080", "-Y", "http.request",
+                "-T", "fields", "-e", "http.request.uri"], "tshark"),
+}
+
+
+def with_peer(name: str, tmp: Path, seconds: int, connections: int) -> dict | None:
+    """The same load with a peer watching the server interface instead of the
+    sensor: its throughput cost and the requests it logged."""
+    cmd, binary = PEERS[name]
+    if not shutil.which(binary) and not os.path.exists(f"/usr/sbin/{binary}"):
+        return None
+    out = tmp / f"{name}.log"
+    out.unlink(missing_ok=True)
+    argv = [c.replace("{out}", str(out)) for c in cmd]
+    log = open(out, "w") if "{out}" not in " ".join(cmd) else subprocess.DEVNULL
+    p = subprocess.Popen(["ip", "netns", "exec", SRV, *argv], stdout=log, stderr=subprocess.DEVNULL)
+    time.sleep(2.0)  # capturing
+    cpu0, _ = proc_stats(p.pid) if p.poll() is None else (0.0, 0)
+    res = wrk(seconds, connections)
+    time.sleep(1.5)
+    cpu1, hwm = proc_stats(p.pid) if p.poll() is None else (cpu0, 0)
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+    if log is not subprocess.DEVNULL:
+        log.close()
+    text = out.read_text(errors="replace") if out.exists() else ""
+    res.update(captured=text.count("/api/v1/items"), cpu_s=cpu1 - cpu0, rss_mb=hwm / 1024)
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=10)
@@ -232,6 +268,8 @@ def main():
     ap.add_argument("--no-bpf-stats", action="store_true",
                     help="leave kernel.bpf_stats_enabled off: every BPF program run then costs two "
                          "clock reads less, as in production, but the TC cost is not measured (0)")
+    ap.add_argument("--no-peers", action="store_true",
+                    help="skip the httpry and tshark rows (the same load watched by each peer instead)")
     ap.add_argument("--kafka", default=None,
                     help="also run with alerts to Kafka: BROKER/TOPIC, or 'auto' to start the "
                          "test broker (tansu, from install-tansu.sh) in the server namespace")
@@ -254,11 +292,16 @@ def main():
             broker, a.kafka = tansu_up(tmp)
         wrk(2, a.connections)  # warm-up
         base, sens, kafk = [], [], []
+        peers: dict[str, list[dict]] = {n: [] for n in PEERS if not a.no_peers}
         for _ in range(a.rounds):
             base.append(wrk(a.seconds, a.connections))
             sens.append(with_sensor(tmp, a.seconds, a.connections))
             if a.kafka:
                 kafk.append(with_sensor(tmp, a.seconds, a.connections, kafka=a.kafka))
+            for n in peers:
+                r = with_peer(n, tmp, a.seconds, a.connections)
+                if r:
+                    peers[n].append(r)
         med = lambda rows, k: statistics.median(r[k] for r in rows)
         b_rps, s_rps = med(base, "rps"), med(sens, "rps")
         print(f"\nnginx on a veth pair, wrk -t1 -c{a.connections}, {a.seconds}s x {a.rounds} rounds, median")
@@ -266,6 +309,18 @@ def main():
         print(f"{'no sensor':14}{b_rps:>10.0f}{med(base, 'p50_ms'):>9.3f}{med(base, 'p99_ms'):>9.3f}")
         print(f"{'sensor':14}{s_rps:>10.0f}{med(sens, 'p50_ms'):>9.3f}{med(sens, 'p99_ms'):>9.3f}")
         print(f"throughput ratio {s_rps / b_rps:.3f}; p99 ratio {med(sens, 'p99_ms') / med(base, 'p99_ms'):.3f}")
+        # The peers, same load, same interface, in the same invocation.
+        for n, rows in peers.items():
+            if not rows:
+                print(f"{n:14}not installed")
+                continue
+            logged = [100.0 * r["captured"] / max(r["requests"], 1) for r in rows]
+            print(f"{n:14}{med(rows, 'rps'):>10.0f}{med(rows, 'p50_ms'):>9.3f}{med(rows, 'p99_ms'):>9.3f}"
+                  f"  ratio {med(rows, 'rps') / b_rps:.3f}, logged "
+                  + ", ".join(f"{x:.1f}%" for x in logged)
+                  + f", CPU {statistics.median(r['cpu_s'] for r in rows) * 100 / a.seconds:.0f}% of a core")
+        logged = [100.0 * r["captured"] / max(r["requests"], 1) for r in sens]
+        print(f"{'sensor':14}logged " + ", ".join(f"{x:.1f}%" for x in logged))
         if kafk:
             k_rps = med(kafk, "rps")
             print(f"{'sensor+kafka':14}{k_rps:>10.0f}{med(kafk, 'p50_ms'):>9.3f}{med(kafk, 'p99_ms'):>9.3f}")
