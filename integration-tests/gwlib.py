@@ -321,6 +321,22 @@ class Sensor:
     def alerts(self) -> list[dict]:
         return [r for r in self.records() if "class_uid" in r]
 
+    def alerts_of(self, rule=None) -> list[dict]:
+        """Alerts of one rule id (all alerts when None)."""
+        return [a for a in self.alerts() if rule is None or a["finding_info"]["analytic"]["uid"] == rule]
+
+    def wait_alert(self, rule, timeout=8.0, pred=lambda a: True) -> list[dict]:
+        """Alerts of `rule` that match `pred`, once there is one (bounded wait)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [a for a in self.alerts_of(rule) if pred(a)]
+            if found:
+                return found
+            time.sleep(0.1)
+        got = sorted({a["finding_info"]["analytic"]["uid"] for a in self.alerts()})
+        raise SensorError(f"no {rule} alert within {timeout}s; alerts seen: {got}\n"
+                          f"events: {json.dumps(self.events())[-3000:]}\n{self.stderr()[-2000:]}")
+
     def wait_for(self, pred, count=1, timeout=8.0, settle=0.0) -> list[dict]:
         """Events matching `pred`, once at least `count` are there (bounded wait);
         `settle` extra seconds are waited afterwards to catch extra ones."""

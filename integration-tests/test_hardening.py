@@ -41,21 +41,6 @@ SECRETS = {
 }
 
 
-def alerts(sensor, rule=None):
-    return [a for a in sensor.alerts() if rule is None or a["finding_info"]["analytic"]["uid"] == rule]
-
-
-def wait_alert(sensor, rule, pred=lambda a: True, timeout=8.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [a for a in alerts(sensor, rule) if pred(a)]
-        if found:
-            return found
-        time.sleep(0.1)
-    got = sorted({a["finding_info"]["analytic"]["uid"] for a in alerts(sensor)})
-    raise AssertionError(f"no {rule} alert within {timeout}s; alerts seen: {got}\n{sensor.stderr()[-2000:]}")
-
-
 def stats_total(sensor, field):
     return sum(e["stats"].get(field, 0) for e in sensor.events() if e.get("kind") == "sensor_stats")
 
@@ -172,7 +157,7 @@ def test_crafted_requests_servers_serve_are_seen_as_served_and_leak_nothing(
             assert r.response.count(b"HTTP/1.1 200") == 2, r.response[:300]
     for _, chunks, path in cases:
         if path:
-            wait_alert(s, "GW-HTTP-001", pred=lambda a, p=path: p in json.dumps(a))
+            s.wait_alert("GW-HTTP-001", pred=lambda a, p=path: p in json.dumps(a))
     # The split credentials arrived whole: present, their hashes from all of it.
     c9 = s.wait_for(lambda e: e.get("kind") == "http_request" and e["http"].get("path") == "/api/c9")[0]
     assert set(c9["http"]["credentials"]) == {"authorization", "cookie"}, c9["http"]
@@ -211,9 +196,9 @@ def test_a_flood_of_partial_flows_cuts_messages_but_never_loses_them(
                                   b"ictim\r\nConnection: close\r\n\r\n"],
                            port=nginx_plain, nodelay=True, pause=0.2)
         served(r, "victim")
-        wait_alert(s, "GW-HTTP-001", pred=lambda a: "/admin/victim" in json.dumps(a))
+        s.wait_alert("GW-HTTP-001", pred=lambda a: "/admin/victim" in json.dumps(a))
         full = wait_stats(s, "flow_table_full")
-        wait_alert(s, "GW-SENSOR-001", pred=lambda a: "flow table" in json.dumps(a))
+        s.wait_alert("GW-SENSOR-001", pred=lambda a: "flow table" in json.dumps(a))
         print(f"\n40 partial flows, table of 16: {full} messages emitted early (flow_table_full)")
     finally:
         for c in partial:
@@ -231,7 +216,7 @@ def test_pipelined_requests_past_the_per_packet_limit_are_counted(topo, httpd, s
     s.wait_for(lambda e: e.get("kind") == "http_request" and "/pl/" in (e["http"].get("path") or ""),
                count=16)
     wait_stats(s, "pipeline_left")
-    wait_alert(s, "GW-SENSOR-001", pred=lambda a: "pipelined" in json.dumps(a))
+    s.wait_alert("GW-SENSOR-001", pred=lambda a: "pipelined" in json.dumps(a))
 
 
 def raw_send(topo, packets):
@@ -253,7 +238,7 @@ def test_tcp_in_ip_fragments_is_counted_and_alerted(topo, httpd, sensor_factory,
     second = ipv4(seg[24:], src=topo.cli4, dst=topo.srv4, flags_frag=3, ident=4242)
     raw_send(topo, [first, second])
     n = wait_stats(s, "tcp_fragments", minimum=2)
-    wait_alert(s, "GW-SENSOR-004")
+    s.wait_alert("GW-SENSOR-004")
     print(f"\nTCP fragments counted: {n}")
 
 

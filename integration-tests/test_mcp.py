@@ -37,18 +37,6 @@ def mcp_rules_fired(sensor) -> list[dict]:
             if a["finding_info"]["analytic"]["uid"].startswith("GW-MCP")]
 
 
-def wait_alert(sensor, rule, timeout=8.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [a for a in sensor.alerts() if a["finding_info"]["analytic"]["uid"] == rule]
-        if found:
-            return found
-        time.sleep(0.1)
-    got = sorted({a["finding_info"]["analytic"]["uid"] for a in sensor.alerts()})
-    raise AssertionError(f"no {rule} alert within {timeout}s; alerts seen: {got}\n"
-                         f"events: {json.dumps(sensor.events())[-3000:]}\n{sensor.stderr()[-2000:]}")
-
-
 def kernel_reads_mcp(events) -> bool:
     """The kernel in this build fills http.mcp (JSON-RPC method) on requests."""
     return any("mcp" in e.get("http", {}) for e in events if e.get("kind") == "http_request")
@@ -292,7 +280,7 @@ def test_gw_mcp_001_request_without_session_id(topo, mcp_sensor):
                         headers={"MCP-Protocol-Version": INIT_VERSION})
     assert status == 400
     need_kernel_mcp(mcp_sensor)
-    wait_alert(mcp_sensor, "GW-MCP-001")
+    mcp_sensor.wait_alert("GW-MCP-001")
 
 
 @pytest.fixture
@@ -309,7 +297,7 @@ def test_gw_mcp_002_session_from_second_address(topo, mcp_sensor, second_client_
                         headers=session_headers(sid), source=second_client_address)
     assert status == 200, "the SDK server does not bind sessions to addresses"
     need_kernel_mcp(mcp_sensor)
-    a = wait_alert(mcp_sensor, "GW-MCP-002")[0]
+    a = mcp_sensor.wait_alert("GW-MCP-002")[0]
     assert second_client_address in a["message"]
 
 
@@ -319,7 +307,7 @@ def test_gw_mcp_003_never_issued_and_reused_after_delete(topo, mcp_sensor):
                         headers=session_headers(uuid.uuid4().hex))
     assert status == 404
     need_kernel_mcp(mcp_sensor)
-    wait_alert(mcp_sensor, "GW-MCP-003")
+    mcp_sensor.wait_alert("GW-MCP-003")
     sid = initialize(topo)
     assert http(topo, port, method="DELETE", headers=session_headers(sid))[0] == 200
     assert http(topo, port, body=rpc("tools/list", id_=3), headers=session_headers(sid))[0] == 404
@@ -336,7 +324,7 @@ def test_gw_mcp_004_404_burst(topo, mcp_sensor):
         assert http(topo, SDK_PORTS["json"], body=rpc("tools/list", id_=i),
                     headers=session_headers(uuid.uuid4().hex))[0] == 404
     need_kernel_mcp(mcp_sensor)
-    wait_alert(mcp_sensor, "GW-MCP-004")
+    mcp_sensor.wait_alert("GW-MCP-004")
 
 
 def test_gw_mcp_005_method_before_initialized(topo, mcp_sensor):
@@ -344,14 +332,14 @@ def test_gw_mcp_005_method_before_initialized(topo, mcp_sensor):
     http(topo, SDK_PORTS["json"], body=rpc("tools/call", id_=2, name="echo", arguments={"text": "x"}),
          headers=session_headers(sid))
     need_kernel_mcp(mcp_sensor)
-    wait_alert(mcp_sensor, "GW-MCP-005")
+    mcp_sensor.wait_alert("GW-MCP-005")
 
 
 def test_gw_mcp_006_weak_session_id(topo, mcp_sensor):
     assert http(topo, SDK_PORTS["json"], body=rpc("tools/list", id_=2),
                 headers=session_headers("aaaa"))[0] == 404
     need_kernel_mcp(mcp_sensor)
-    a = wait_alert(mcp_sensor, "GW-MCP-006")[0]
+    a = mcp_sensor.wait_alert("GW-MCP-006")[0]
     assert "only 4 bytes" in a["message"]
 
 
@@ -360,7 +348,7 @@ def test_gw_mcp_007_unknown_and_changed_version(topo, mcp_sensor):
     sid = initialize(topo)
     assert http(topo, port, body=rpc("tools/list", id_=2),
                 headers=session_headers(sid, "1999-01-01"))[0] == 400
-    wait_alert(mcp_sensor, "GW-MCP-007")
+    mcp_sensor.wait_alert("GW-MCP-007")
     http(topo, port, body=rpc("tools/list", id_=3), headers=session_headers(sid, "2025-06-18"))
     need_kernel_mcp(mcp_sensor)
     deadline = time.monotonic() + 8
@@ -382,7 +370,7 @@ def test_gw_mcp_008_stateless_header_desync(topo, mcp_sensor):
     hdr = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list"}
     http(topo, port, body=modern("tools/call", name="echo", arguments={"text": "x"}), headers=hdr)
     need_kernel_mcp(mcp_sensor)
-    a = wait_alert(mcp_sensor, "GW-MCP-008")[0]
+    a = mcp_sensor.wait_alert("GW-MCP-008")[0]
     assert "body method tools/call" in a["message"]
     # Mcp-Name in base64 form naming another tool than the body.
     other = "=?base64?" + base64.b64encode("délete".encode()).decode() + "?="
@@ -399,7 +387,7 @@ def test_gw_mcp_008_stateless_header_desync(topo, mcp_sensor):
 def test_gw_mcp_009_stateless_version_with_get(topo, mcp_sensor):
     status, _, _ = http(topo, SDK_PORTS["json"], method="GET",
                         headers={"MCP-Protocol-Version": "2026-07-28"})
-    a = wait_alert(mcp_sensor, "GW-MCP-009")[0]
+    a = mcp_sensor.wait_alert("GW-MCP-009")[0]
     assert "with GET" in a["message"], a["message"]
 
 
@@ -409,19 +397,19 @@ def test_gw_mcp_010_011_foreign_origin(topo, mcp_sensor):
     origin = {"Origin": "http://rebind.evil.example"}
     # The server that checks Origin refuses: only the attempt is flagged.
     assert http(topo, SDK_PORTS["json"], body=body, headers=origin)[0] == 403
-    wait_alert(mcp_sensor, "GW-MCP-010")
+    mcp_sensor.wait_alert("GW-MCP-010")
     assert not [a for a in mcp_rules_fired(mcp_sensor)
                 if a["finding_info"]["analytic"]["uid"] == "GW-MCP-011"]
     # The one that does not check answers 200: the higher-severity rule.
     assert http(topo, SDK_PORTS["sse-replies"], body=body, headers=origin)[0] == 200
-    a = wait_alert(mcp_sensor, "GW-MCP-011")[0]
+    a = mcp_sensor.wait_alert("GW-MCP-011")[0]
     assert a["severity"].lower() == "high" and "rebind.evil.example" in a["message"]
 
 
 def test_gw_mcp_012_protected_endpoint_without_auth(topo, mcp_servers, sensor_factory):
     sensor = sensor_factory(config=MCP_CONFIG + "require_auth = true\n")
     assert http(topo, SDK_PORTS["token"], body=rpc("tools/list", id_=1))[0] == 401
-    wait_alert(sensor, "GW-MCP-012")
+    sensor.wait_alert("GW-MCP-012")
     n = len(mcp_rules_fired(sensor))
     assert http(topo, SDK_PORTS["token"], body=rpc("initialize", protocolVersion=INIT_VERSION,
                                                    capabilities={}, clientInfo={"name": "t", "version": "0"}),
@@ -436,12 +424,12 @@ def test_gw_mcp_013_tools_call_after_401(topo, mcp_sensor):
     assert http(topo, SDK_PORTS["token"], body=call)[0] == 401
     assert http(topo, SDK_PORTS["token"], body=call)[0] == 401
     need_kernel_mcp(mcp_sensor)
-    wait_alert(mcp_sensor, "GW-MCP-013")
+    mcp_sensor.wait_alert("GW-MCP-013")
 
 
 def test_gw_mcp_014_access_token_in_query(topo, mcp_sensor):
     http(topo, SDK_PORTS["json"], path="/mcp?access_token=" + TOKEN, body=rpc("tools/list", id_=1))
-    a = wait_alert(mcp_sensor, "GW-MCP-014")[0]
+    a = mcp_sensor.wait_alert("GW-MCP-014")[0]
     assert "access_token" in a["message"]
     # The token itself is masked by the kernel once MCP support lands.
     if kernel_reads_mcp(mcp_sensor.events()):
@@ -456,14 +444,14 @@ def test_gw_mcp_015_tools_call_burst(topo, mcp_servers, sensor_factory):
                                                       arguments={"text": str(i)}),
                     headers=session_headers(sid))[0] == 200
     need_kernel_mcp(sensor)
-    wait_alert(sensor, "GW-MCP-015")
+    sensor.wait_alert("GW-MCP-015")
 
 
 def test_gw_mcp_016_method_outside_spec(topo, mcp_sensor):
     sid = initialize(topo)
     http(topo, SDK_PORTS["json"], body=rpc("admin/exec", id_=2, cmd="id"), headers=session_headers(sid))
     need_kernel_mcp(mcp_sensor)
-    a = wait_alert(mcp_sensor, "GW-MCP-016")[0]
+    a = mcp_sensor.wait_alert("GW-MCP-016")[0]
     assert "admin/exec" in a["message"]
 
 
@@ -472,7 +460,7 @@ def test_gw_mcp_017_oversized_body(topo, mcp_servers, sensor_factory):
     sid = initialize(topo)
     big = rpc("tools/call", id_=2, name="echo", arguments={"text": "x" * 3000})
     http(topo, SDK_PORTS["json"], body=big, headers=session_headers(sid))
-    a = wait_alert(sensor, "GW-MCP-017")[0]
+    a = sensor.wait_alert("GW-MCP-017")[0]
     assert "limit 1000" in a["message"]
 
 

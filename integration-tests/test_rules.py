@@ -17,29 +17,13 @@ import gwlib
 ALERT_SCHEMA = gwlib.REPO / "schemas" / "alert.schema.json"
 
 
-def alerts(sensor, rule=None):
-    out = sensor.alerts()
-    return [a for a in out if rule is None or a["finding_info"]["analytic"]["uid"] == rule]
-
-
-def wait_alert(sensor, rule, timeout=8.0, pred=lambda a: True):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [a for a in alerts(sensor, rule) if pred(a)]
-        if found:
-            return found
-        time.sleep(0.1)
-    got = sorted({a["finding_info"]["analytic"]["uid"] for a in alerts(sensor)})
-    raise AssertionError(f"no {rule} alert within {timeout}s; alerts seen: {got}\n{sensor.stderr()[-2000:]}")
-
-
 def validate_alerts(sensor):
     try:
         import jsonschema
     except ImportError:
         pytest.skip("jsonschema missing: run integration-tests/setup.sh")
     schema = json.loads(ALERT_SCHEMA.read_text())
-    for a in alerts(sensor):
+    for a in sensor.alerts_of():
         jsonschema.validate(a, schema)
 
 
@@ -49,18 +33,18 @@ def test_http_rules_fire_on_real_requests(sensor, topo):
     gwlib.curl(topo, f"http://{topo.srv4}:8080/basic", "-u", "alice:s3cret-pw")
     gwlib.raw_http(topo, [b"POST /smuggle HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
                           b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"])
-    a1 = wait_alert(sensor, "GW-HTTP-001")[0]
+    a1 = sensor.wait_alert("GW-HTTP-001")[0]
     assert "/admin/users" in a1["finding_info"]["desc"] or "/admin/users" in json.dumps(a1)
-    wait_alert(sensor, "GW-HTTP-006")
-    a2 = wait_alert(sensor, "GW-HTTP-002")[0]
+    sensor.wait_alert("GW-HTTP-006")
+    a2 = sensor.wait_alert("GW-HTTP-002")[0]
     assert "s3cret" not in json.dumps(a2), "a credential leaked into an alert"
-    wait_alert(sensor, "GW-HTTP-004")
+    sensor.wait_alert("GW-HTTP-004")
     validate_alerts(sensor)
     # A plain request with credentials to an ordinary path raises nothing.
-    before = len(alerts(sensor))
+    before = len(sensor.alerts_of())
     gwlib.curl(topo, f"http://{topo.srv4}:8080/api/items", "-H", "Authorization: Bearer abcdef0123456789")
     time.sleep(1.0)
-    assert len(alerts(sensor)) == before
+    assert len(sensor.alerts_of()) == before
 
 
 def test_protected_path_spellings_the_server_serves_all_alert(sensor, topo):
@@ -73,7 +57,7 @@ def test_protected_path_spellings_the_server_serves_all_alert(sensor, topo):
         r = gwlib.raw_http(topo, [f"GET {s} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n".encode()])
         assert r.response.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")), (s, r.response[:80])
     for s in spellings:
-        wait_alert(sensor, "GW-HTTP-001", pred=lambda a, s=s: s in json.dumps(a))
+        sensor.wait_alert("GW-HTTP-001", pred=lambda a, s=s: s in json.dumps(a))
 
 
 RULE = """let rule = #{{ id: "GW-TEST-900", title: "{title}", severity: "low",
@@ -89,7 +73,7 @@ def test_sighup_reload_takes_effect_and_broken_set_is_refused(httpd, sensor_fact
     mine.write_text(RULE.format(title="first", prefix="/one"))
     s = sensor_factory("reload", config=f'[rules]\ndir = "{rules}"\nthrottle_alerts = 0\n')
     gwlib.curl(topo, f"http://{topo.srv4}:8080/one")
-    wait_alert(s, "GW-TEST-900", pred=lambda a: "first" in json.dumps(a))
+    s.wait_alert("GW-TEST-900", pred=lambda a: "first" in json.dumps(a))
 
     # One rule changed: takes effect after SIGHUP.
     mine.write_text(RULE.format(title="second", prefix="/two"))
@@ -99,7 +83,7 @@ def test_sighup_reload_takes_effect_and_broken_set_is_refused(httpd, sensor_fact
         time.sleep(0.1)
     assert "rules reloaded" in s.stderr()
     gwlib.curl(topo, f"http://{topo.srv4}:8080/two")
-    wait_alert(s, "GW-TEST-900", pred=lambda a: "second" in json.dumps(a))
+    s.wait_alert("GW-TEST-900", pred=lambda a: "second" in json.dumps(a))
 
     # One broken rule: the whole new set is refused, naming file and line; the old set keeps firing.
     (rules / "broken.rhai").write_text('let rule = #{ id: "GW-TEST-901", title: "b", severity: "low",\n'
@@ -110,10 +94,10 @@ def test_sighup_reload_takes_effect_and_broken_set_is_refused(httpd, sensor_fact
         time.sleep(0.1)
     err = s.stderr()
     assert "reload refused" in err and "broken.rhai" in err, err[-2000:]
-    n = len(alerts(s, "GW-TEST-900"))
+    n = len(s.alerts_of("GW-TEST-900"))
     gwlib.curl(topo, f"http://{topo.srv4}:8080/two-again")
-    wait_alert(s, "GW-TEST-900", pred=lambda a: "two-again" in json.dumps(a))
-    assert len(alerts(s, "GW-TEST-900")) == n + 1
+    s.wait_alert("GW-TEST-900", pred=lambda a: "two-again" in json.dumps(a))
+    assert len(s.alerts_of("GW-TEST-900")) == n + 1
     assert s.running
 
 
@@ -129,7 +113,7 @@ def test_syn_flood_alert_within_a_second_naming_the_port(sensor, topo):
     start = time.monotonic()
     p = hping_background(topo, "-S", "-p", "8080", "-i", "u40", "-c", "150000", topo.srv4, seconds=5)
     try:
-        a = wait_alert(sensor, "GW-L4-001", timeout=4)[0]
+        a = sensor.wait_alert("GW-L4-001", timeout=4)[0]
         took = time.monotonic() - start
     finally:
         p.wait(15)
@@ -142,7 +126,7 @@ def test_random_source_flood_raises_the_distributed_alert(sensor, topo):
     p = hping_background(topo, "-S", "-p", "8080", "-i", "u40", "-c", "80000", "--rand-source", topo.srv4,
                          seconds=4)
     try:
-        wait_alert(sensor, "GW-L4-002", timeout=5)
+        sensor.wait_alert("GW-L4-002", timeout=5)
     finally:
         p.wait(15)
 
@@ -150,7 +134,7 @@ def test_random_source_flood_raises_the_distributed_alert(sensor, topo):
 def test_port_scan_alert_names_the_source(sensor, topo):
     p = hping_background(topo, "--scan", "1-400", "-S", topo.srv4, seconds=8)
     try:
-        a = wait_alert(sensor, "GW-L4-003", timeout=10)[0]
+        a = sensor.wait_alert("GW-L4-003", timeout=10)[0]
     finally:
         p.wait(15)
     net = topo.cli4.rsplit(".", 1)[0] + ".0/24"
@@ -175,7 +159,7 @@ http {{ access_log off; client_body_temp_path {tmp_path}/b; proxy_temp_path {tmp
                             f"http://{topo.srv4}:8088/"], capture_output=True, text=True, timeout=40)
         time.sleep(1.5)
         print("\n" + "\n".join(r.stdout.splitlines()[-3:]))
-        bad = [a["finding_info"]["analytic"]["uid"] for a in alerts(s)
+        bad = [a["finding_info"]["analytic"]["uid"] for a in s.alerts_of()
                if a["finding_info"]["analytic"]["uid"].startswith("GW-L4")]
         assert bad == [], bad
     finally:

@@ -1432,6 +1432,26 @@ static __always_inline int gw_sse_step(struct gw_work *w, __u8 b)
 	}
 }
 
+enum { GW_CS_MORE = 0, GW_CS_LINE_END, GW_CS_BAD };
+
+/* One byte of a chunk-size line (RFC 9112 §7.1): hex digits into
+ * jchunk_left, extensions after ';' or a blank. GW_CS_LINE_END at its LF,
+ * GW_CS_BAD for a byte no chunk-size line holds. */
+static __always_inline int gw_chunk_size_byte(struct gw_parse_state *ps, __u8 b)
+{
+	if (b >= '0' && b <= '9')
+		ps->jchunk_left = (ps->jchunk_left << 4) | (b - '0');
+	else if ((b | 0x20) >= 'a' && (b | 0x20) <= 'f')
+		ps->jchunk_left = (ps->jchunk_left << 4) | ((b | 0x20) - 'a' + 10);
+	else if (b == ';' || b == ' ' || b == '\t')
+		ps->jchunk_st = GW_CH_EXT;
+	else if (b == '\n')
+		return GW_CS_LINE_END;
+	else if (b != '\r')
+		return GW_CS_BAD;
+	return GW_CS_MORE;
+}
+
 /* One body byte: chunk-size line, SSE or JSON, the scan window and the
  * body's end. Global: verified once, called from the parse loop's callback. */
 __noinline int gw_body_step(struct gw_work *w, __u32 byte)
@@ -1439,7 +1459,7 @@ __noinline int gw_body_step(struct gw_work *w, __u32 byte)
 	struct gw_parse_state *ps;
 	struct gw_mcp_body *m;
 	__u8 b = byte;
-	int done = 0, data = 1;
+	int done = 0, data = 1, cs;
 
 	if (!w)
 		return 1;
@@ -1452,15 +1472,10 @@ __noinline int gw_body_step(struct gw_work *w, __u32 byte)
 		data = 0;
 		switch (ps->jchunk_st) {
 		case GW_CH_SIZE:
-			if (b >= '0' && b <= '9')
-				ps->jchunk_left = (ps->jchunk_left << 4) | (b - '0');
-			else if ((b | 0x20) >= 'a' && (b | 0x20) <= 'f')
-				ps->jchunk_left = (ps->jchunk_left << 4) | ((b | 0x20) - 'a' + 10);
-			else if (b == ';' || b == ' ' || b == '\t')
-				ps->jchunk_st = GW_CH_EXT;
-			else if (b == '\n')
+			cs = gw_chunk_size_byte(ps, b);
+			if (cs == GW_CS_LINE_END)
 				goto size_done;
-			else if (b != '\r')
+			if (cs == GW_CS_BAD)
 				goto ended; /* not chunked framing after all */
 			if (ps->jchunk_left > 0x0fffffff)
 				ps->jchunk_left = 0x0fffffff; /* far beyond any window */
@@ -2082,6 +2097,7 @@ struct gw_feed_ctx {
 static __always_inline int gw_chunk_skip(struct gw_work *w, struct gw_chunk *ch, __u64 p, __u64 avail)
 {
 	struct gw_parse_state *ps = &w->ps;
+	int cs;
 	__u8 b;
 
 	if (ps->jchunk_st == GW_CH_DATA) {
@@ -2097,18 +2113,11 @@ static __always_inline int gw_chunk_skip(struct gw_work *w, struct gw_chunk *ch,
 	b = ch->b[p & (GW_CHUNK - 1)];
 	switch (ps->jchunk_st) {
 	case GW_CH_SIZE:
-		if (b >= '0' && b <= '9')
-			ps->jchunk_left = (ps->jchunk_left << 4) | (b - '0');
-		else if ((b | 0x20) >= 'a' && (b | 0x20) <= 'f')
-			ps->jchunk_left = (ps->jchunk_left << 4) | ((b | 0x20) - 'a' + 10);
-		else if (b == ';' || b == ' ' || b == '\t')
-			ps->jchunk_st = GW_CH_EXT;
-		else if (b == '\n')
+		cs = gw_chunk_size_byte(ps, b);
+		if (cs == GW_CS_LINE_END)
 			goto size_done;
-		else if (b != '\r')
-			goto bad;
-		if (ps->jchunk_left > 0x0fffffff)
-			goto bad; /* no chunk is that large: not chunked framing */
+		if (cs == GW_CS_BAD || ps->jchunk_left > 0x0fffffff)
+			goto bad; /* not chunked framing (no chunk is that large either) */
 		return 1;
 	case GW_CH_EXT:
 		if (b == '\n')

@@ -16,6 +16,17 @@ fn probe() -> Probe {
     Probe::load(&CaptureConfig::default()).expect("loading BPF programs")
 }
 
+/// The program twice: with its multi-byte fast paths, and byte by byte.
+fn both_paths() -> [Probe; 2] {
+    [false, true].map(|byte_path_only| {
+        Probe::load(&CaptureConfig {
+            byte_path_only,
+            ..CaptureConfig::default()
+        })
+        .expect("loading BPF programs")
+    })
+}
+
 fn http(ev: &Event) -> &gatewatch::events::HttpInfo {
     ev.http.as_ref().expect("http block")
 }
@@ -1866,12 +1877,7 @@ fn scheme_lowered(v: &str) -> String {
 #[test]
 fn the_auth_scheme_case_does_not_change_the_hash() {
     require_root!();
-    for byte_path_only in [false, true] {
-        let p = Probe::load(&CaptureConfig {
-            byte_path_only,
-            ..CaptureConfig::default()
-        })
-        .unwrap();
+    for p in both_paths() {
         let hash = |i: u16, auth: &str, cookie: &str| {
             let req = format!(
                 "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: {auth}\r\nCookie: {cookie}\r\n\r\n"
@@ -2214,12 +2220,7 @@ fn one_request(p: &Probe, sport: u16, req: &[u8]) -> Event {
 #[test]
 fn lenient_start_lines_give_the_target_the_server_serves_flagged() {
     require_root!();
-    for byte_path_only in [false, true] {
-        let p = Probe::load(&CaptureConfig {
-            byte_path_only,
-            ..CaptureConfig::default()
-        })
-        .unwrap();
+    for p in both_paths() {
         let cases: [(&[u8], &str); 7] = [
             (
                 b"GET  /admin/ HTTP/1.1\r\nHost: h\r\n\r\n",
@@ -2267,12 +2268,7 @@ fn lenient_start_lines_give_the_target_the_server_serves_flagged() {
 #[test]
 fn userinfo_in_an_absolute_form_target_never_leaves_the_kernel() {
     require_root!();
-    for byte_path_only in [false, true] {
-        let p = Probe::load(&CaptureConfig {
-            byte_path_only,
-            ..CaptureConfig::default()
-        })
-        .unwrap();
+    for p in both_paths() {
         let cases = [
             (
                 "http://alice:Pa55w0rdXyz@host.example/admin/",
