@@ -67,6 +67,9 @@ def prog(n):
 net = "yes" if progs.get("gw_tc_ingress", {}).get("loaded") and progs.get("gw_tc_egress", {}).get("loaded") else "no"
 tls = "yes" if progs.get("gw_tls_data_read", progs.get("gw_ssl_read_ret", {})).get("loaded") else "no"
 tests = f'{r.get("tests_passed", "?")} passed, {r.get("tests_failed", "?")} failed'
+retried = [t for k, v in r.items() if k.startswith("retried_") for t in v.split()]
+if retried:
+    tests += f' ({len(retried)} passed on a retry: {", ".join(retried)})'
 smoke = f'http {r.get("smoke_net", "?")}, tls {r.get("smoke_tls", "?")}'
 status = "ok" if r.get("ok") == "1" else "FAILED"
 kernel = r.get("kernel", name)
