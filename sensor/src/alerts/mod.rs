@@ -380,12 +380,12 @@ fn technique_name(uid: &str) -> Option<&'static str> {
 /// The alert for alerts the Kafka spool had to drop (full spool, corrupt
 /// record): raised by the sensor itself, so a loss is never silent.
 pub fn delivery_drop_alert(dropped: u64) -> Alert {
-    use crate::capture::{clock::BootClock, decode::format_time};
+    use crate::capture::clock::BootClock;
     use crate::events::{CaptureSource, Direction, EventKind};
     let now_ns = BootClock::now_unix_ns();
     let event = Event {
         kind: EventKind::SensorStats,
-        time: format_time(now_ns),
+        time: crate::events::EventTime::from_unix_ns(now_ns),
         source: CaptureSource::Sensor,
         iface: None,
         ifindex: 0,

@@ -99,7 +99,7 @@ impl Decoder {
         };
         Ok(Event {
             kind,
-            time: format_time(time_ns),
+            time: crate::events::EventTime::from_unix_ns(time_ns),
             source: if raw.hdr.source == 1 {
                 CaptureSource::Tls
             } else {

@@ -10,7 +10,6 @@ use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 use serde::Deserialize;
 
-use super::decode::format_time;
 use super::skel::types::{gw_l4_key, gw_l4_val};
 use super::Probe;
 use crate::events::{CaptureSource, Direction, Event, EventKind, L4Window, TopSource};
@@ -447,7 +446,7 @@ fn event_of(
     };
     Some(Event {
         kind: EventKind::L4Window,
-        time: format_time(now_unix_ns),
+        time: crate::events::EventTime::from_unix_ns(now_unix_ns),
         source: CaptureSource::Net,
         iface: None,
         ifindex: 0,

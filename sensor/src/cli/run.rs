@@ -22,7 +22,7 @@ use crate::audit::{AuditWriter, FsyncPolicy};
 use crate::capture::attach::attach_iface;
 use crate::capture::clock::BootClock;
 use crate::capture::counters::KernelCounters;
-use crate::capture::decode::{format_time, Decoder};
+use crate::capture::decode::Decoder;
 use crate::capture::governor::{self, Budget};
 use crate::capture::tls::TlsProbe;
 use crate::capture::Probe;
@@ -613,7 +613,7 @@ fn stats_event(
 ) -> Event {
     Event {
         kind: EventKind::SensorStats,
-        time: format_time(BootClock::now_unix_ns()),
+        time: crate::events::EventTime::from_unix_ns(BootClock::now_unix_ns()),
         source: CaptureSource::Sensor,
         iface: None,
         ifindex: 0,

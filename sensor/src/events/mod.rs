@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub kind: EventKind,
-    /// Wall-clock time, RFC 3339 with nanoseconds, UTC.
-    pub time: String,
+    /// Wall-clock time: kept as the kernel's integer until output, written
+    /// as RFC 3339 UTC with nanoseconds.
+    pub time: EventTime,
     /// Which capture path produced it.
     pub source: CaptureSource,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,6 +36,108 @@ pub struct Event {
     /// What the MCP session tracker knows at this message (MCP traffic only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_context: Option<McpContext>,
+}
+
+/// Nanoseconds since the Unix epoch, UTC. In JSON an RFC 3339 string with as
+/// many fraction digits as it needs (`2026-01-15T10:00:00.5Z`), as the `time`
+/// crate writes it; formatted here without it, once per output line, because
+/// the time of every event passes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct EventTime(pub i64);
+
+impl EventTime {
+    pub fn from_unix_ns(ns: i128) -> EventTime {
+        EventTime(i64::try_from(ns.max(0)).unwrap_or(i64::MAX))
+    }
+
+    pub fn unix_ns(self) -> i64 {
+        self.0
+    }
+
+    /// Parses RFC 3339 (any offset); `None` when it is not a time.
+    pub fn parse(s: &str) -> Option<EventTime> {
+        let t =
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+        Some(EventTime::from_unix_ns(t.unix_timestamp_nanos()))
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` into `out`, without allocating.
+    pub fn write_rfc3339(self, out: &mut [u8; 30]) -> &str {
+        let ns = self.0.max(0);
+        let secs = ns / 1_000_000_000;
+        let frac = (ns % 1_000_000_000) as u32;
+        let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+        let sod = secs.rem_euclid(86_400);
+        let (h, mi, se) = (sod / 3600, (sod / 60) % 60, sod % 60);
+        let mut n = 0;
+        let num = |v: i64, width: usize, out: &mut [u8; 30], n: &mut usize| {
+            let mut v = v;
+            for i in (0..width).rev() {
+                out[*n + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+            *n += width;
+        };
+        num(y.clamp(0, 9999), 4, out, &mut n);
+        for (sep, v) in [(b'-', mo), (b'-', d), (b'T', h), (b':', mi), (b':', se)] {
+            out[n] = sep;
+            n += 1;
+            num(v, 2, out, &mut n);
+        }
+        if frac > 0 {
+            out[n] = b'.';
+            n += 1;
+            let mut digits = 9;
+            let mut f = frac;
+            while f.is_multiple_of(10) {
+                f /= 10;
+                digits -= 1;
+            }
+            num(i64::from(f), digits, out, &mut n);
+        }
+        out[n] = b'Z';
+        n += 1;
+        // Only ASCII digits and separators were written.
+        std::str::from_utf8(&out[..n]).unwrap_or("1970-01-01T00:00:00Z")
+    }
+
+    pub fn to_rfc3339(self) -> String {
+        self.write_rfc3339(&mut [0; 30]).to_string()
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+impl Serialize for EventTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.write_rfc3339(&mut [0; 30]))
+    }
+}
+
+impl<'de> Deserialize<'de> for EventTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        EventTime::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time")))
+    }
+}
+
+impl std::fmt::Display for EventTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.write_rfc3339(&mut [0; 30]))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -536,4 +639,45 @@ pub struct L4Window {
 pub struct TopSource {
     pub prefix: String,
     pub syn: u64,
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::EventTime;
+
+    /// The hand-written formatter writes what the `time` crate writes.
+    #[test]
+    fn event_time_formats_as_the_time_crate_does() {
+        // Whole seconds, millis, micros, nanos, and pseudo-random instants up to 2096.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut cases = vec![0i64, 1, 999_999_999, 1_000_000_000, 951_782_400_000_000_000];
+        for _ in 0..20_000 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let ns = (x >> 2) as i64 % 4_000_000_000_000_000_000;
+            cases.extend([
+                ns,
+                ns - ns % 1_000_000_000,
+                ns - ns % 1_000_000,
+                ns - ns % 1000,
+            ]);
+        }
+        for ns in cases {
+            let t = EventTime(ns);
+            let want = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+                .expect("in range")
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("formats");
+            assert_eq!(t.to_rfc3339(), want, "{ns}");
+            assert_eq!(EventTime::parse(&want), Some(t));
+        }
+        assert_eq!(
+            EventTime(1_768_471_200_500_000_000).to_rfc3339(),
+            "2026-01-15T10:00:00.5Z"
+        );
+        let json = serde_json::to_string(&EventTime(0)).expect("json");
+        assert_eq!(json, "\"1970-01-01T00:00:00Z\"");
+        assert!(serde_json::from_str::<EventTime>("\"yesterday\"").is_err());
+    }
 }

@@ -12,7 +12,8 @@ use crate::alerts::throttle::Verdict;
 use crate::alerts::{Alert, AlertParts, SensorIdentity};
 use crate::events::Event;
 use crate::rules::engine::{new_engine, EvalCtx};
-use crate::rules::event_map::{event_to_dynamic, present_in_event};
+use crate::rules::event_map::{event_to_dynamic_projected, present_in_event, Projection};
+use crate::rules::prefilter::Guard;
 use crate::rules::ruleset::{Rule, RuleCounters, RuleSet};
 use crate::rules::state::RuleState;
 
@@ -32,11 +33,19 @@ pub struct Evaluator {
     caches: Vec<Caches>,
     /// Scratch list of the rules one event runs (kept to avoid an allocation).
     runnable: Vec<(usize, bool)>,
-    last_time: i64,
     /// Replaces the set's `config` map (fixtures that test other settings).
     config_override: Option<Dynamic>,
     /// Keys in `config`'s maps as pushed: a rule that adds one is caught.
     config_keys: usize,
+    /// Each rule's guard bound to this worker's `config` (rules/prefilter.rs).
+    guards: Vec<Option<Guard>>,
+    /// Whether guards decide before Rhai runs (off: every rule runs, for the
+    /// differential tests).
+    prefilter: bool,
+    /// Rule evaluations the guards ruled out, on this worker.
+    prefiltered: u64,
+    /// What the current event's map holds.
+    projection: Projection,
 }
 
 /// Why one rule produced nothing for one event.
@@ -60,9 +69,12 @@ impl Evaluator {
             headers: Vec::new(),
             caches: Vec::new(),
             runnable: Vec::new(),
-            last_time: 0,
             config_override: None,
             config_keys: 0,
+            guards: Vec::new(),
+            prefilter: true,
+            prefiltered: 0,
+            projection: Projection::ALL,
         };
         ev.reset_scope();
         ev
@@ -75,6 +87,12 @@ impl Evaluator {
         // `config.x.push(..)` change what every later rule sees.
         let config = self.config_copy();
         self.config_keys = map_keys(&config);
+        self.guards = self
+            .set
+            .rules
+            .iter()
+            .map(|r| r.guard.as_ref().map(|g| g.bind(&config)))
+            .collect();
         self.scope.push_constant_dynamic("config", config);
         self.ctx
             .set_rules(self.set.rules.iter().map(|r| r.id.clone()).collect());
@@ -116,6 +134,17 @@ impl Evaluator {
         &self.set
     }
 
+    /// Turns the native pre-filter and the partial event map off (`false`)
+    /// or on; on by default.
+    pub fn set_prefilter(&mut self, on: bool) {
+        self.prefilter = on;
+    }
+
+    /// Rule evaluations the native pre-filter skipped on this evaluator.
+    pub fn prefiltered(&self) -> u64 {
+        self.prefiltered
+    }
+
     /// Runs every rule that wants `ev.kind` and returns the alerts that pass the throttle.
     pub fn evaluate(&mut self, ev: &Event) -> Vec<Alert> {
         let set = self.set.clone();
@@ -126,22 +155,43 @@ impl Evaluator {
         runnable.clear();
         for &i in set.for_kind(ev.kind.as_str()) {
             let requires = &set.rules[i].meta.requires;
-            if requires.is_empty() {
-                runnable.push((i, false));
-                continue;
+            let check_map = if requires.is_empty() {
+                false
+            } else {
+                match requires_in_event(ev, requires) {
+                    Some(true) => false,
+                    Some(false) => continue,
+                    None => true,
+                }
+            };
+            // A rule whose guard the event makes false cannot match: skipped
+            // without Rhai, and without converting the event if no rule is left.
+            if self.prefilter {
+                if let Some(Some(g)) = self.guards.get(i) {
+                    if g.rules_out(ev) {
+                        self.prefiltered += 1;
+                        continue;
+                    }
+                }
             }
-            match requires_in_event(ev, requires) {
-                Some(true) => runnable.push((i, false)),
-                Some(false) => {}
-                None => runnable.push((i, true)),
-            }
+            runnable.push((i, check_map));
         }
         if runnable.is_empty() {
             self.runnable = runnable;
             return Vec::new();
         }
-        let value = event_to_dynamic(ev);
-        let now = self.event_time_ns(&ev.time);
+        // Only the parts of the event the rules about to run read; all of it
+        // with the fast paths off (the differential tests).
+        let projection = if self.prefilter {
+            runnable.iter().fold(Projection::default(), |p, &(i, _)| {
+                p.union(set.rules[i].reads)
+            })
+        } else {
+            Projection::ALL
+        };
+        self.projection = projection;
+        let value = event_to_dynamic_projected(ev, projection);
+        let now = ev.time.unix_ns();
         self.ctx.now_ns.store(now, Ordering::Relaxed);
         let base = self.scope.len();
         // Counted only when a rule that may write runs (see wrote_to_views).
@@ -223,21 +273,9 @@ impl Evaluator {
         debug_assert_eq!(self.scope.len(), 2, "scope is config, ev");
         self.scope.rewind(0);
         self.scope.push_constant_dynamic("config", config);
-        self.scope.push_constant_dynamic("ev", event_to_dynamic(ev));
+        self.scope
+            .push_constant_dynamic("ev", event_to_dynamic_projected(ev, self.projection));
         true
-    }
-
-    fn event_time_ns(&mut self, t: &str) -> i64 {
-        use time::format_description::well_known::Rfc3339;
-        match time::OffsetDateTime::parse(t, &Rfc3339) {
-            Ok(dt) => {
-                let ns = i64::try_from(dt.unix_timestamp_nanos()).unwrap_or(0);
-                self.last_time = ns;
-                ns
-            }
-            // An unparseable time: the previous event's, so windows stay sane.
-            Err(_) => self.last_time,
-        }
     }
 
     fn make_alert(

@@ -60,52 +60,83 @@ fn strings(v: &[String]) -> Dynamic {
     Dynamic::from_array(v.iter().map(|s| text(s)).collect::<Array>())
 }
 
-fn http(h: &HttpInfo) -> Dynamic {
+fn http(h: &HttpInfo, keys: u32) -> Dynamic {
+    let want = |i: usize| keys & (1 << i) != 0;
     let mut m = Map::new();
-    if let Some(method) = &h.method {
-        m.insert("method".into(), text(method));
+    if want(0) {
+        if let Some(method) = &h.method {
+            m.insert("method".into(), text(method));
+        }
     }
-    if let Some(path) = &h.path {
-        m.insert("path".into(), text(path));
+    if want(1) {
+        if let Some(path) = &h.path {
+            m.insert("path".into(), text(path));
+        }
     }
-    if let Some(path) = &h.path_normalized {
-        m.insert("path_normalized".into(), text(path));
+    if want(2) {
+        if let Some(path) = &h.path_normalized {
+            m.insert("path_normalized".into(), text(path));
+        }
     }
-    m.insert(
-        "path_truncated".into(),
-        Dynamic::from_bool(h.path_truncated),
-    );
-    m.insert("version".into(), text(&h.version));
-    if let Some(status) = h.status {
-        m.insert("status".into(), int(status));
+    if want(3) {
+        m.insert(
+            "path_truncated".into(),
+            Dynamic::from_bool(h.path_truncated),
+        );
     }
-    let headers: Map = h
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str().into(), text(v)))
-        .collect();
-    m.insert("headers".into(), Dynamic::from_map(headers));
-    if !h.truncated_headers.is_empty() {
+    if want(4) {
+        m.insert("version".into(), text(&h.version));
+    }
+    if want(5) {
+        if let Some(status) = h.status {
+            m.insert("status".into(), int(status));
+        }
+    }
+    if want(6) {
+        let headers: Map = h
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), text(v)))
+            .collect();
+        m.insert("headers".into(), Dynamic::from_map(headers));
+    }
+    if want(7) && !h.truncated_headers.is_empty() {
         m.insert("truncated_headers".into(), strings(&h.truncated_headers));
     }
-    m.insert("header_count".into(), int(h.header_count));
-    m.insert("header_bytes".into(), int(h.header_bytes));
-    if let Some(cl) = h.content_length {
-        m.insert("content_length".into(), int(cl));
+    if want(8) {
+        m.insert("header_count".into(), int(h.header_count));
     }
-    let creds: Map = h
-        .credentials
-        .iter()
-        .map(|(k, c)| (k.as_str().into(), credential(c)))
-        .collect();
-    m.insert("credentials".into(), Dynamic::from_map(creds));
-    m.insert("anomalies".into(), strings(&h.anomalies));
-    m.insert("segments".into(), int(h.segments));
-    if let Some(s) = &h.mcp_session {
-        m.insert("mcp_session".into(), via_serde(s));
+    if want(9) {
+        m.insert("header_bytes".into(), int(h.header_bytes));
     }
-    if let Some(mcp) = &h.mcp {
-        m.insert("mcp".into(), via_serde(mcp));
+    if want(10) {
+        if let Some(cl) = h.content_length {
+            m.insert("content_length".into(), int(cl));
+        }
+    }
+    if want(11) {
+        let creds: Map = h
+            .credentials
+            .iter()
+            .map(|(k, c)| (k.as_str().into(), credential(c)))
+            .collect();
+        m.insert("credentials".into(), Dynamic::from_map(creds));
+    }
+    if want(12) {
+        m.insert("anomalies".into(), strings(&h.anomalies));
+    }
+    if want(13) {
+        m.insert("segments".into(), int(h.segments));
+    }
+    if want(14) {
+        if let Some(s) = &h.mcp_session {
+            m.insert("mcp_session".into(), via_serde(s));
+        }
+    }
+    if want(15) {
+        if let Some(mcp) = &h.mcp {
+            m.insert("mcp".into(), via_serde(mcp));
+        }
     }
     Dynamic::from_map(m)
 }
@@ -151,37 +182,164 @@ pub(crate) fn present_in_event(ev: &Event, path: &[String]) -> Option<bool> {
     }
 }
 
-/// `ev` for the rules.
+/// Top-level keys of the rule map, in build order (bit i of `Projection::top`).
+const TOP: [&str; 13] = [
+    "kind",
+    "time",
+    "source",
+    "iface",
+    "ifindex",
+    "direction",
+    "src",
+    "dst",
+    "process",
+    "http",
+    "stats",
+    "l4",
+    "mcp_context",
+];
+const HTTP_BIT: u32 = 1 << 9;
+
+/// Keys of `ev.http` (bit i of `Projection::http`).
+const HTTP: [&str; 16] = [
+    "method",
+    "path",
+    "path_normalized",
+    "path_truncated",
+    "version",
+    "status",
+    "headers",
+    "truncated_headers",
+    "header_count",
+    "header_bytes",
+    "content_length",
+    "credentials",
+    "anomalies",
+    "segments",
+    "mcp_session",
+    "mcp",
+];
+
+/// The parts of `ev` the rules about to run can read: only those are built.
+/// A rule that reads `ev.http.credentials.authorization.hash` and `ev.src.ip`
+/// gets a map of those two blocks, not of every header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Projection {
+    top: u32,
+    http: u32,
+}
+
+impl Projection {
+    pub(crate) const ALL: Projection = Projection {
+        top: u32::MAX,
+        http: u32::MAX,
+    };
+
+    /// What reading each of `paths` (below `ev`) needs.
+    pub(crate) fn of_paths<'a, I, S>(paths: I) -> Projection
+    where
+        I: IntoIterator<Item = &'a [S]>,
+        S: AsRef<str> + 'a,
+    {
+        let mut p = Projection::default();
+        for path in paths {
+            let Some(first) = path.first() else {
+                return Projection::ALL;
+            };
+            let Some(i) = TOP.iter().position(|k| *k == first.as_ref()) else {
+                // Not a key of the map: it reads as () whatever is built.
+                continue;
+            };
+            p.top |= 1 << i;
+            if i == 9 {
+                match path
+                    .get(1)
+                    .and_then(|k| HTTP.iter().position(|h| *h == k.as_ref()))
+                {
+                    Some(j) => p.http |= 1 << j,
+                    None if path.len() == 1 => p.http = u32::MAX,
+                    None => {}
+                }
+            }
+        }
+        p
+    }
+
+    pub(crate) fn union(self, o: Projection) -> Projection {
+        Projection {
+            top: self.top | o.top,
+            http: self.http | o.http,
+        }
+    }
+
+    fn top(&self, key: usize) -> bool {
+        self.top & (1 << key) != 0
+    }
+}
+
+/// `ev` for the rules, whole.
+#[cfg(test)]
 pub fn event_to_dynamic(ev: &Event) -> Dynamic {
+    event_to_dynamic_projected(ev, Projection::ALL)
+}
+
+/// `ev` with only the parts `p` names.
+pub(crate) fn event_to_dynamic_projected(ev: &Event, p: Projection) -> Dynamic {
     let mut m = Map::new();
-    m.insert("kind".into(), Dynamic::from(ev.kind.as_str()));
-    m.insert("time".into(), text(&ev.time));
-    m.insert("source".into(), Dynamic::from(ev.source.as_str()));
-    if let Some(iface) = &ev.iface {
-        m.insert("iface".into(), text(iface));
+    if p.top(0) {
+        m.insert("kind".into(), Dynamic::from(ev.kind.as_str()));
     }
-    m.insert("ifindex".into(), int(ev.ifindex));
-    m.insert("direction".into(), Dynamic::from(ev.direction.as_str()));
-    if let Some(src) = &ev.src {
-        m.insert("src".into(), endpoint(src));
+    if p.top(1) {
+        m.insert("time".into(), text(ev.time.write_rfc3339(&mut [0; 30])));
     }
-    if let Some(dst) = &ev.dst {
-        m.insert("dst".into(), endpoint(dst));
+    if p.top(2) {
+        m.insert("source".into(), Dynamic::from(ev.source.as_str()));
     }
-    if let Some(p) = &ev.process {
-        m.insert("process".into(), process(p));
+    if p.top(3) {
+        if let Some(iface) = &ev.iface {
+            m.insert("iface".into(), text(iface));
+        }
     }
-    if let Some(h) = &ev.http {
-        m.insert("http".into(), http(h));
+    if p.top(4) {
+        m.insert("ifindex".into(), int(ev.ifindex));
     }
-    if let Some(s) = &ev.stats {
-        m.insert("stats".into(), via_serde(s));
+    if p.top(5) {
+        m.insert("direction".into(), Dynamic::from(ev.direction.as_str()));
     }
-    if let Some(l4) = &ev.l4 {
-        m.insert("l4".into(), via_serde(l4));
+    if p.top(6) {
+        if let Some(src) = &ev.src {
+            m.insert("src".into(), endpoint(src));
+        }
     }
-    if let Some(c) = &ev.mcp_context {
-        m.insert("mcp_context".into(), via_serde(c));
+    if p.top(7) {
+        if let Some(dst) = &ev.dst {
+            m.insert("dst".into(), endpoint(dst));
+        }
+    }
+    if p.top(8) {
+        if let Some(pr) = &ev.process {
+            m.insert("process".into(), process(pr));
+        }
+    }
+    if p.top & HTTP_BIT != 0 {
+        if let Some(h) = &ev.http {
+            m.insert("http".into(), http(h, p.http));
+        }
+    }
+    if p.top(10) {
+        if let Some(s) = &ev.stats {
+            m.insert("stats".into(), via_serde(s));
+        }
+    }
+    if p.top(11) {
+        if let Some(l4) = &ev.l4 {
+            m.insert("l4".into(), via_serde(l4));
+        }
+    }
+    if p.top(12) {
+        if let Some(c) = &ev.mcp_context {
+            m.insert("mcp_context".into(), via_serde(c));
+        }
     }
     Dynamic::from_map(m)
 }

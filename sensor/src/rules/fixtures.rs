@@ -208,6 +208,11 @@ fn config_with(set: &RuleSet, patch: &Value) -> Result<rhai::Dynamic, String> {
 
 /// Runs the fixtures of every rule in `set` (files found next to each rule).
 pub fn run(set: &Arc<RuleSet>) -> Report {
+    run_with(set, true)
+}
+
+/// [`run`], with the native pre-filter on or off (the differential test).
+pub fn run_with(set: &Arc<RuleSet>, prefilter: bool) -> Report {
     let mut report = Report::default();
     let sensor = SensorIdentity {
         host: "fixture-host".into(),
@@ -234,7 +239,7 @@ pub fn run(set: &Arc<RuleSet>) -> Report {
             }
         };
         for case in cases {
-            let r = run_case(set, idx, &case, &sensor, &mut report.alerts);
+            let r = run_case(set, idx, &case, &sensor, prefilter, &mut report.alerts);
             report.results.push(r);
         }
     }
@@ -246,6 +251,7 @@ fn run_case(
     idx: usize,
     case: &Case,
     sensor: &SensorIdentity,
+    prefilter: bool,
     all_alerts: &mut Vec<Alert>,
 ) -> CaseResult {
     let rule = &set.rules()[idx];
@@ -264,6 +270,7 @@ fn run_case(
     }
     let state = Arc::new(RuleState::new(set.config()));
     let mut ev = Evaluator::new(set.clone(), state, sensor.clone());
+    ev.set_prefilter(prefilter);
     if let Some(patch) = &case.config {
         match config_with(set, patch) {
             Ok(c) => ev.set_config_override(Some(c)),
@@ -329,4 +336,43 @@ fn run_case(
     result.passed = problems.is_empty();
     result.detail = problems.join("; ");
     result
+}
+
+/// Every fixture event of the shipped pack (`rules/`), for tests that hold a
+/// fast path to the same answers as the slow one.
+#[cfg(test)]
+pub(crate) fn pack_events() -> Vec<Event> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+    let mut out = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for path in paths {
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if !path.to_string_lossy().ends_with(".tests.json") {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let Ok(cases) = serde_json::from_str::<Vec<Case>>(&text) else {
+                continue;
+            };
+            for case in cases {
+                for (i, p) in case.event.iter().chain(case.events.iter()).enumerate() {
+                    if let Ok(ev) = build_event(p, i) {
+                        out.push(ev);
+                    }
+                }
+            }
+        }
+    }
+    out
 }

@@ -17,6 +17,7 @@ mod event_map;
 pub mod fixtures;
 pub mod loader;
 pub mod net;
+mod prefilter;
 mod ruleset;
 mod state;
 

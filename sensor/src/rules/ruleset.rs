@@ -50,6 +50,10 @@ pub struct Rule {
     /// `a[k] = `): only such a rule can add a key to `ev` or `config`, so only
     /// its evaluations are checked for it (eval.rs, wrote_to_views).
     pub(crate) writes_through_chain: bool,
+    /// What must hold for the condition to return a match (rules/prefilter.rs).
+    pub(crate) guard: Option<crate::rules::prefilter::Guard>,
+    /// The parts of `ev` the condition (and its `requires`) read.
+    pub(crate) reads: crate::rules::event_map::Projection,
 }
 
 /// Counters of one rule, shared by every worker evaluating the set.
@@ -555,6 +559,12 @@ fn compile_rule(
             }
         };
     let condition = AST::new(stmts[1..].iter().cloned(), ast.shared_lib().clone());
+    use crate::rules::event_map::Projection;
+    let reads = match crate::rules::prefilter::ev_reads(&condition) {
+        Some(paths) => Projection::of_paths(paths.iter().map(|p| p.as_slice()))
+            .union(Projection::of_paths(requires.iter().map(|p| p.as_slice()))),
+        None => Projection::ALL,
+    };
     Ok(Some(Rule {
         id: Arc::from(id.as_str()),
         meta: RuleMeta {
@@ -570,6 +580,8 @@ fn compile_rule(
         },
         file: file.display().to_string(),
         writes_through_chain: writes_through_chain(&condition),
+        guard: crate::rules::prefilter::Guard::of(&condition),
+        reads,
         ast: Arc::new(condition),
         header: Dynamic::from_map(meta),
     }))

@@ -119,7 +119,6 @@ pub struct Tracker {
     clients: LruCache<ClientKey, Client>,
     flows: LruCache<FlowKey, VecDeque<Pending>>,
     first_ns: Option<i64>,
-    last_ns: i64,
     last_sweep_ns: i64,
     /// The CPU budget has the kernel sampling connections now
     /// (`capture.cpu_budget_percent`), and until when the view counts as partial.
@@ -190,7 +189,6 @@ impl Tracker {
             clients: LruCache::new(cap(cfg.max_clients)),
             flows: LruCache::new(cap(cfg.max_flows)),
             first_ns: None,
-            last_ns: 0,
             last_sweep_ns: 0,
             sampling: false,
             sampled_until_ns: i64::MIN,
@@ -220,7 +218,7 @@ impl Tracker {
         if !self.cfg.enabled || ev.http.is_none() {
             return;
         }
-        let now = self.event_ns(&ev.time);
+        let now = ev.time.unix_ns();
         let first = *self.first_ns.get_or_insert(now);
         if now - self.last_sweep_ns >= SWEEP_EVERY_NS {
             self.last_sweep_ns = now;
@@ -241,15 +239,6 @@ impl Tracker {
             c.sampled = sampled;
             c
         });
-    }
-
-    fn event_ns(&mut self, t: &str) -> i64 {
-        use time::format_description::well_known::Rfc3339;
-        // An unparseable time keeps the previous event's, so expiry stays sane.
-        if let Ok(dt) = time::OffsetDateTime::parse(t, &Rfc3339) {
-            self.last_ns = i64::try_from(dt.unix_timestamp_nanos()).unwrap_or(self.last_ns);
-        }
-        self.last_ns
     }
 
     fn is_endpoint(&self, path: &str) -> bool {
