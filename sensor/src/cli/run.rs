@@ -15,7 +15,7 @@ use crossbeam_channel::RecvTimeoutError;
 use libbpf_rs::RingBufferBuilder;
 
 use super::pipeline::Pipeline;
-use super::workers::{CurrentRules, Output, Workers};
+use super::workers::{CurrentRules, Dispatcher, Output, Workers};
 use super::RunArgs;
 use crate::alerts::SensorIdentity;
 use crate::audit::{AuditWriter, FsyncPolicy};
@@ -179,10 +179,12 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
             let mut last_tick = Instant::now();
             loop {
                 match out_rx.recv_timeout(Duration::from_millis(500)) {
-                    Ok(Output::Event { kind, line, alerts }) => {
-                        pipeline.handle(kind, line.as_deref(), &alerts);
+                    Ok(Output::Events(batch)) => {
+                        for e in &batch {
+                            pipeline.handle(e.kind, e.line.as_deref(), &e.alerts);
+                        }
                         // Batch writes under load, but never sit on events when idle.
-                        if out_rx.is_empty() || pipeline.events % 256 == 0 {
+                        if out_rx.is_empty() || pipeline.events % 256 < batch.len() as u64 {
                             pipeline.flush();
                         }
                     }
@@ -203,7 +205,11 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
 
     let decode_errors = Arc::new(AtomicU64::new(0));
     let mut decoder = Decoder::new(probe.table.slot_names.clone(), CaptureSource::Net);
-    let dispatch = workers.dispatcher();
+    // Shared by the ring callback and this loop (one thread): events go to
+    // the workers in batches, flushed after every drain.
+    let dispatch: Rc<std::cell::RefCell<Dispatcher>> =
+        Rc::new(std::cell::RefCell::new(workers.dispatcher()));
+    let ring_dispatch = Rc::clone(&dispatch);
     let ring_errors = Arc::clone(&decode_errors);
     // The MCP tracker needs capture order, so it runs here, before sharding.
     let mut tracker = Tracker::new(&cfg.mcp);
@@ -228,7 +234,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
                     tracker_metrics
                         .mcp_tracker_evictions
                         .set_total(counted.evictions());
-                    if !dispatch.dispatch(ev) {
+                    if !ring_dispatch.borrow_mut().dispatch(ev) {
                         return -1;
                     }
                 }
@@ -304,7 +310,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
             match l4.flush(&probe, &cfg.l4, BootClock::now_unix_ns()) {
                 Ok(events) => {
                     for ev in events {
-                        workers.dispatch(ev);
+                        dispatch.borrow_mut().dispatch(ev);
                     }
                 }
                 Err(e) => tracing::warn!("l4 counters: {e:#}"),
@@ -343,12 +349,13 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
             match l4.cut_raised(&probe, &cfg.l4, &l4_alarm, BootClock::now_unix_ns()) {
                 Ok(events) => {
                     for ev in events {
-                        workers.dispatch(ev);
+                        dispatch.borrow_mut().dispatch(ev);
                     }
                 }
                 Err(e) => tracing::warn!("l4 alarm: {e:#}"),
             }
         }
+        dispatch.borrow_mut().flush();
         if emptied {
             std::thread::sleep(ring_poll);
         }
@@ -363,7 +370,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
             decode_errors.fetch_add(swept.decode_errors, Ordering::Relaxed);
             flows_expired += swept.expired;
             for ev in swept.events {
-                workers.dispatch(ev);
+                dispatch.borrow_mut().dispatch(ev);
             }
         }
         let now = probe.counters().unwrap_or(last);
@@ -408,7 +415,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
                 );
             }
             drops_total += new_drops;
-            workers.dispatch(stats_event(
+            dispatch.borrow_mut().dispatch(stats_event(
                 &d,
                 last_at.elapsed(),
                 drops_total,
@@ -417,6 +424,7 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
                 inspected_percent,
                 &degraded,
             ));
+            dispatch.borrow_mut().flush();
             publish_rule_metrics(&metrics, &current.get());
             last_decode_errors = dec;
             last = now;
@@ -429,6 +437,8 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     drop(tls);
     let _ = ring.consume();
     drop(ring);
+    dispatch.borrow_mut().flush();
+    drop(dispatch);
     workers.join();
     drop(out_tx);
     let pipeline = writer

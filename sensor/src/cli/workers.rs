@@ -14,13 +14,17 @@ use crate::alerts::{Alert, SensorIdentity};
 use crate::events::{Event, EventKind};
 use crate::rules::{Evaluator, RuleSet, RuleState};
 
+/// One evaluated event: its JSON line and the alerts it raised.
+pub struct Evaluated {
+    pub kind: EventKind,
+    pub line: Option<String>,
+    pub alerts: Vec<Alert>,
+}
+
 /// What a worker hands the writer.
 pub enum Output {
-    Event {
-        kind: EventKind,
-        line: Option<String>,
-        alerts: Vec<Alert>,
-    },
+    /// A batch of events, in the order the worker took them.
+    Events(Vec<Evaluated>),
     /// The rule set changed (for the audit trail).
     RulesetChange(serde_json::Value),
 }
@@ -105,8 +109,12 @@ impl CurrentRules {
     }
 }
 
+/// Events are handed to workers in batches of up to this many: one channel
+/// operation and at most one wake-up per batch, not per event.
+pub const BATCH: usize = 64;
+
 pub struct Workers {
-    senders: Vec<Sender<Event>>,
+    senders: Vec<Sender<Vec<Event>>>,
     handles: Vec<JoinHandle<()>>,
 }
 
@@ -139,7 +147,9 @@ impl Workers {
         let mut senders = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
-            let (tx, rx): (Sender<Event>, Receiver<Event>) = bounded(queue_per_worker.max(1));
+            // The queue bound counts events, as configured; it holds batches.
+            let (tx, rx): (Sender<Vec<Event>>, Receiver<Vec<Event>>) =
+                bounded(queue_per_worker.div_ceil(BATCH).max(1));
             let rules = rules.clone();
             let state = Arc::clone(&state);
             let identity = identity.clone();
@@ -150,22 +160,21 @@ impl Workers {
                     lower_thread_priority(priority);
                     let mut seen = rules.generation();
                     let mut eval = Evaluator::new(rules.get(), state, identity);
-                    for ev in rx {
+                    for batch in rx {
                         let now = rules.generation();
                         if now != seen {
                             eval.set_ruleset(rules.get());
                             seen = now;
                         }
-                        let alerts = eval.evaluate(&ev);
-                        let line = serde_json::to_string(&ev).ok();
-                        if out
-                            .send(Output::Event {
+                        let done: Vec<Evaluated> = batch
+                            .iter()
+                            .map(|ev| Evaluated {
                                 kind: ev.kind,
-                                line,
-                                alerts,
+                                alerts: eval.evaluate(ev),
+                                line: serde_json::to_string(ev).ok(),
                             })
-                            .is_err()
-                        {
+                            .collect();
+                        if out.send(Output::Events(done)).is_err() {
                             break;
                         }
                     }
@@ -177,20 +186,17 @@ impl Workers {
         Ok(Workers { senders, handles })
     }
 
-    /// Queue an event for its worker; blocks while that worker's queue is full.
-    pub fn dispatch(&self, ev: Event) -> bool {
-        let i = shard(&ev, self.senders.len());
-        self.senders[i].send(ev).is_ok()
-    }
-
-    /// A handle that can dispatch from another thread (the ring-buffer callback).
+    /// A handle that queues events for the workers in batches (the ring
+    /// buffer callback and the main loop share it, on one thread).
     pub fn dispatcher(&self) -> Dispatcher {
         Dispatcher {
             senders: self.senders.clone(),
+            pending: self.senders.iter().map(|_| Vec::new()).collect(),
         }
     }
 
-    /// Close the queues and wait for the workers to drain them.
+    /// Close the queues and wait for the workers to drain them (flush every
+    /// dispatcher first).
     pub fn join(self) {
         drop(self.senders);
         for h in self.handles {
@@ -199,15 +205,38 @@ impl Workers {
     }
 }
 
-#[derive(Clone)]
 pub struct Dispatcher {
-    senders: Vec<Sender<Event>>,
+    senders: Vec<Sender<Vec<Event>>>,
+    pending: Vec<Vec<Event>>,
 }
 
 impl Dispatcher {
-    pub fn dispatch(&self, ev: Event) -> bool {
+    /// Queue an event for its worker; a full batch is sent at once (blocking
+    /// while that worker's queue is full). False when the workers are gone.
+    pub fn dispatch(&mut self, ev: Event) -> bool {
         let i = shard(&ev, self.senders.len());
-        self.senders[i].send(ev).is_ok()
+        self.pending[i].push(ev);
+        if self.pending[i].len() >= BATCH {
+            return self.send(i);
+        }
+        true
+    }
+
+    /// Send every partial batch: at the end of each ring-buffer drain, so an
+    /// event never waits for others to arrive.
+    pub fn flush(&mut self) -> bool {
+        let mut ok = true;
+        for i in 0..self.pending.len() {
+            if !self.pending[i].is_empty() {
+                ok &= self.send(i);
+            }
+        }
+        ok
+    }
+
+    fn send(&mut self, i: usize) -> bool {
+        let batch = std::mem::replace(&mut self.pending[i], Vec::with_capacity(BATCH));
+        self.senders[i].send(batch).is_ok()
     }
 }
 

@@ -579,10 +579,7 @@ impl<'a> Cx<'a> {
                 let V::Str(p) = p else {
                     return Some(V::Bool(false));
                 };
-                V::Bool(
-                    strings_of(&list)
-                        .is_some_and(|items| items.iter().any(|pat| path_matches(&p, pat))),
-                )
+                V::Bool(any_str(&list, |pat| path_matches(&p, pat)))
             }
             Node::ContainsAny(s, list) => {
                 let s = self.eval(s)?;
@@ -604,10 +601,19 @@ impl<'a> Cx<'a> {
                 let V::Str(ip) = ip else {
                     return Some(V::Bool(false));
                 };
-                match strings_of(&list) {
-                    Some(items) => V::Bool(ip_in_list(&ip, items.iter().map(|s| s.as_str()))),
-                    None => V::Bool(false),
-                }
+                let items: Vec<ImmutableString> = match &list {
+                    V::Dyn(d) => d.as_array_ref().map_or_else(
+                        |_| Vec::new(),
+                        |a| {
+                            a.iter()
+                                .filter_map(|x| x.clone().into_immutable_string().ok())
+                                .collect()
+                        },
+                    ),
+                    V::List(l) => l.iter().map(|s| s.as_str().into()).collect(),
+                    _ => Vec::new(),
+                };
+                V::Bool(ip_in_list(&ip, items.iter().map(|s| s.as_str())))
             }
             Node::ToLower(x) => match self.eval(x)? {
                 V::Str(s) => V::Str(Cow::Owned(s.to_lowercase())),
@@ -623,18 +629,18 @@ impl<'a> Cx<'a> {
     }
 }
 
-/// The strings of an array value (non-strings skipped, as the helpers do);
-/// `None` when the value is not an array.
-fn strings_of(v: &V) -> Option<Vec<String>> {
+/// Whether `f` holds for some string of an array value (non-strings are
+/// skipped, as the helpers do; not an array: false). No string is copied.
+fn any_str(v: &V, f: impl Fn(&str) -> bool) -> bool {
     match v {
-        V::Dyn(d) => d.as_array_ref().ok().map(|a| {
-            a.iter()
-                .filter(|x| x.is_string())
-                .map(|x| x.to_string())
-                .collect()
+        V::Dyn(d) => d.as_array_ref().is_ok_and(|a| {
+            a.iter().any(|x| {
+                x.read_lock::<ImmutableString>()
+                    .is_some_and(|s| f(s.as_str()))
+            })
         }),
-        V::List(l) => Some(l.to_vec()),
-        _ => None,
+        V::List(l) => l.iter().any(|s| f(s)),
+        _ => false,
     }
 }
 
@@ -670,10 +676,10 @@ fn contains(hay: &V, needle: &V) -> Option<bool> {
         (V::Str(s), V::Str(n)) => Some(s.contains(n.as_ref())),
         (V::Dyn(d), V::Str(n)) => {
             if let Ok(a) = d.as_array_ref() {
-                Some(
-                    a.iter()
-                        .any(|x| x.is_string() && x.to_string().as_str() == n.as_ref()),
-                )
+                Some(a.iter().any(|x| {
+                    x.read_lock::<ImmutableString>()
+                        .is_some_and(|s| s.as_str() == n.as_ref())
+                }))
             } else if let Ok(m) = d.as_map_ref() {
                 Some(m.contains_key(n.as_ref()))
             } else {
