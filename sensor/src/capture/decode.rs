@@ -80,10 +80,25 @@ impl Decoder {
                 want,
             });
         }
-        // SAFETY: gw_http_event is a plain-old-data #[repr(C)] struct generated from the
-        // BPF object's BTF; any bit pattern is valid and the length was checked above.
-        let raw: gw_http_event =
-            unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<gw_http_event>()) };
+        // Ring-buffer records are 8-byte aligned: read in place, not copied
+        // (the record is about 2 KB). A misaligned slice (a test's, a pcap
+        // replay's copy) is copied once.
+        let copied: gw_http_event;
+        let raw: &gw_http_event = if data
+            .as_ptr()
+            .align_offset(std::mem::align_of::<gw_http_event>())
+            == 0
+        {
+            // SAFETY: gw_http_event is a plain-old-data #[repr(C)] struct
+            // generated from the BPF object's BTF; any bit pattern is valid,
+            // the length was checked above and the pointer is aligned; the
+            // reference lives no longer than `data`.
+            unsafe { &*data.as_ptr().cast::<gw_http_event>() }
+        } else {
+            // SAFETY: as above, read without an alignment requirement.
+            copied = unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<gw_http_event>()) };
+            &copied
+        };
         let kind = match raw.hdr.kind {
             EV_HTTP_REQUEST => EventKind::HttpRequest,
             EV_HTTP_RESPONSE => EventKind::HttpResponse,
@@ -116,7 +131,7 @@ impl Decoder {
             src,
             dst,
             process: process(&raw.hdr),
-            http: Some(self.http(&raw)),
+            http: Some(self.http(raw)),
             stats: None,
             l4: None,
             mcp_context: None,
@@ -183,8 +198,7 @@ impl Decoder {
             path_normalized: if is_response {
                 None
             } else {
-                let bytes: Vec<u8> = raw.path[..path_len].iter().map(|b| *b as u8).collect();
-                super::target::normalize(&bytes).map(|p| text_of(&p))
+                super::target::normalize(unsigned(&raw.path[..path_len])).map(|p| text_of(&p))
             },
             path_truncated: raw.anomalies & (1 << 5) != 0,
             version: match raw.version_minor {
@@ -282,12 +296,26 @@ fn mcp_info(m: &gw_mcp_body, info: &HttpInfo) -> Option<McpInfo> {
 /// as U+202E, line and paragraph separators, zero-width characters, the BOM)
 /// as `\u{XXXX}`.
 fn text(bytes: &[i8]) -> String {
-    let bytes: Vec<u8> = bytes.iter().map(|b| *b as u8).collect();
-    text_of(&bytes)
+    text_of(unsigned(bytes))
+}
+
+/// The kernel's `char` arrays as the bytes they are.
+fn unsigned(bytes: &[i8]) -> &[u8] {
+    // SAFETY: i8 and u8 have the same size and alignment, and every bit
+    // pattern is valid for both.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<u8>(), bytes.len()) }
 }
 
 /// [`text`] of bytes already unsigned.
 fn text_of(bytes: &[u8]) -> String {
+    // Nearly every value is printable ASCII with no backslash: one copy.
+    if bytes
+        .iter()
+        .all(|b| (0x20..0x7f).contains(b) && *b != b'\\')
+    {
+        // All ASCII, so valid UTF-8.
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for ch in chunk.valid().chars() {

@@ -12,7 +12,7 @@ use crate::alerts::throttle::Verdict;
 use crate::alerts::{Alert, AlertParts, SensorIdentity};
 use crate::events::Event;
 use crate::rules::engine::{new_engine, EvalCtx};
-use crate::rules::event_map::{event_to_dynamic_projected, present_in_event, Projection};
+use crate::rules::event_map::{event_to_dynamic_projected, Presence, Projection};
 use crate::rules::prefilter::Guard;
 use crate::rules::ruleset::{Rule, RuleCounters, RuleSet};
 use crate::rules::state::RuleState;
@@ -158,7 +158,7 @@ impl Evaluator {
             let check_map = if requires.is_empty() {
                 false
             } else {
-                match requires_in_event(ev, requires) {
+                match requires_in_event(ev, &set.rules[i].requires_check) {
                     Some(true) => false,
                     Some(false) => continue,
                     None => true,
@@ -364,10 +364,10 @@ fn map_keys(v: &Dynamic) -> usize {
 
 /// `requires` decided on the event: any path present, none present, or `None`
 /// when some path needs the converted map.
-fn requires_in_event(ev: &Event, requires: &[Vec<String>]) -> Option<bool> {
+fn requires_in_event(ev: &Event, requires: &[Presence]) -> Option<bool> {
     let mut undecided = false;
-    for path in requires {
-        match present_in_event(ev, path) {
+    for p in requires {
+        match p.decide(ev) {
             Some(true) => return Some(true),
             Some(false) => {}
             None => undecided = true,

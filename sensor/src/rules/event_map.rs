@@ -145,6 +145,8 @@ fn http(h: &HttpInfo, keys: u32) -> Dynamic {
 /// decided on the event itself where that is cheap, so that an event no rule
 /// can want is never converted. `None`: only the converted map can tell.
 /// Mirrors `present` in `eval.rs` over the map [`event_to_dynamic`] builds.
+/// The reference [`Presence`] (what evaluation uses) is tested against.
+#[cfg(test)]
 pub(crate) fn present_in_event(ev: &Event, path: &[String]) -> Option<bool> {
     let mut parts = [""; 4];
     if path.len() > parts.len() {
@@ -179,6 +181,85 @@ pub(crate) fn present_in_event(ev: &Event, path: &[String]) -> Option<bool> {
         ["l4", ..] if ev.l4.is_none() => Some(false),
         ["stats", ..] if ev.stats.is_none() => Some(false),
         _ => None,
+    }
+}
+
+/// [`present_in_event`] for one path, worked out once at rule load: the
+/// same answers without matching the path's strings on every event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Presence {
+    /// `http`: present whenever the block is.
+    Http,
+    Headers,
+    Header(String),
+    Credentials,
+    Credential(String),
+    /// Below a credential: absent with it, otherwise the map decides.
+    BelowCredential(String),
+    Anomalies,
+    Mcp,
+    McpSession,
+    /// Inside `http`, and never present there (below a header value or an anomaly).
+    NeverInHttp,
+    /// Inside `http`, decided by the map alone.
+    HttpOther,
+    McpContext,
+    L4,
+    Stats,
+    Undecided,
+}
+
+impl Presence {
+    pub(crate) fn compile(path: &[String]) -> Presence {
+        let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+        if parts.len() > 4 {
+            return Presence::Undecided;
+        }
+        match parts.as_slice() {
+            ["http"] => Presence::Http,
+            ["http", "headers"] => Presence::Headers,
+            ["http", "headers", name] => Presence::Header((*name).to_string()),
+            ["http", "headers", _, _, ..] => Presence::NeverInHttp,
+            ["http", "credentials"] => Presence::Credentials,
+            ["http", "credentials", name] => Presence::Credential((*name).to_string()),
+            ["http", "credentials", name, ..] => Presence::BelowCredential((*name).to_string()),
+            ["http", "anomalies"] => Presence::Anomalies,
+            ["http", "anomalies", _, ..] => Presence::NeverInHttp,
+            ["http", "mcp", ..] => Presence::Mcp,
+            ["http", "mcp_session", ..] => Presence::McpSession,
+            ["http", ..] => Presence::HttpOther,
+            ["mcp_context", ..] => Presence::McpContext,
+            ["l4", ..] => Presence::L4,
+            ["stats", ..] => Presence::Stats,
+            _ => Presence::Undecided,
+        }
+    }
+
+    pub(crate) fn decide(&self, ev: &Event) -> Option<bool> {
+        let in_http = |f: &dyn Fn(&HttpInfo) -> Option<bool>| match &ev.http {
+            Some(h) => f(h),
+            None => Some(false),
+        };
+        let absent_or_map = |present: bool| if present { None } else { Some(false) };
+        match self {
+            Presence::Http => in_http(&|_| Some(true)),
+            Presence::Headers => in_http(&|h| Some(!h.headers.is_empty())),
+            Presence::Header(n) => in_http(&|h| Some(h.headers.contains_key(n))),
+            Presence::Credentials => in_http(&|h| Some(!h.credentials.is_empty())),
+            Presence::Credential(n) => in_http(&|h| Some(h.credentials.contains_key(n))),
+            Presence::BelowCredential(n) => {
+                in_http(&|h| absent_or_map(h.credentials.contains_key(n)))
+            }
+            Presence::Anomalies => in_http(&|h| Some(!h.anomalies.is_empty())),
+            Presence::Mcp => in_http(&|h| absent_or_map(h.mcp.is_some())),
+            Presence::McpSession => in_http(&|h| absent_or_map(h.mcp_session.is_some())),
+            Presence::NeverInHttp => in_http(&|_| Some(false)),
+            Presence::HttpOther => in_http(&|_| None),
+            Presence::McpContext => absent_or_map(ev.mcp_context.is_some()),
+            Presence::L4 => absent_or_map(ev.l4.is_some()),
+            Presence::Stats => absent_or_map(ev.stats.is_some()),
+            Presence::Undecided => None,
+        }
     }
 }
 
@@ -418,6 +499,12 @@ mod tests {
                         // The native `requires` prefilter agrees with the map wherever it decides.
                         for p in REQUIRES_PATHS {
                             let p: Vec<String> = p.split('.').map(str::to_string).collect();
+                            assert_eq!(
+                                Presence::compile(&p).decide(&ev),
+                                present_in_event(&ev, &p),
+                                "{}: case {i}: compiled requires {p:?}",
+                                path.display()
+                            );
                             if let Some(native) = present_in_event(&ev, &p) {
                                 assert_eq!(
                                     native,

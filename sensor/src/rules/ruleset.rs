@@ -54,6 +54,8 @@ pub struct Rule {
     pub(crate) guard: Option<crate::rules::prefilter::Guard>,
     /// The parts of `ev` the condition (and its `requires`) read.
     pub(crate) reads: crate::rules::event_map::Projection,
+    /// `meta.requires`, each path compiled for the typed event.
+    pub(crate) requires_check: Vec<crate::rules::event_map::Presence>,
 }
 
 /// Counters of one rule, shared by every worker evaluating the set.
@@ -560,6 +562,10 @@ fn compile_rule(
         };
     let condition = AST::new(stmts[1..].iter().cloned(), ast.shared_lib().clone());
     use crate::rules::event_map::Projection;
+    let requires_check: Vec<crate::rules::event_map::Presence> = requires
+        .iter()
+        .map(|p| crate::rules::event_map::Presence::compile(p))
+        .collect();
     let reads = match crate::rules::prefilter::ev_reads(&condition) {
         Some(paths) => Projection::of_paths(paths.iter().map(|p| p.as_slice()))
             .union(Projection::of_paths(requires.iter().map(|p| p.as_slice()))),
@@ -582,6 +588,7 @@ fn compile_rule(
         writes_through_chain: writes_through_chain(&condition),
         guard: crate::rules::prefilter::Guard::of(&condition),
         reads,
+        requires_check,
         ast: Arc::new(condition),
         header: Dynamic::from_map(meta),
     }))
