@@ -254,18 +254,25 @@ thread_local! {
 
 /// True if `hay` contains any string of `list`, ignoring ASCII case.
 pub(crate) fn contains_any(hay: &str, list: &Array) -> bool {
-    let needles: Vec<ImmutableString> = list
-        .iter()
-        .filter_map(|n| n.read_lock::<ImmutableString>().map(|n| n.clone()))
-        .collect();
+    let strings = || {
+        list.iter()
+            .filter_map(|n| n.read_lock::<ImmutableString>().map(|n| n.clone()))
+    };
     NEEDLE_LISTS.with(|cache| {
         let mut cache = cache.borrow_mut();
+        // Compared in place: no list is collected on a cache hit.
         let same = |cached: &[ImmutableString]| {
-            cached.len() == needles.len() && cached.iter().zip(&needles).all(|(a, b)| a.ptr_eq(b))
+            let mut n = 0;
+            let all = strings().all(|s| {
+                n += 1;
+                cached.get(n - 1).is_some_and(|c| c.ptr_eq(&s))
+            });
+            all && n == cached.len()
         };
         if let Some((_, ac)) = cache.iter().find(|(cached, _)| same(cached)) {
             return ac.is_match(hay);
         }
+        let needles: Vec<ImmutableString> = strings().collect();
         let built = aho_corasick::AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .build(needles.iter().map(|n| n.as_bytes()));
