@@ -14,13 +14,15 @@ export PATH="$HOME/.cargo/bin:$PATH"
 OUT="${GW_MATRIX_OUT:-$REPO/target/kmatrix}"
 rm -rf "$OUT"; mkdir -p "$OUT"
 
-# what the guests need besides the project's build: QEMU, a static busybox, cpio
+# what the guests need besides the project's build: QEMU, a static busybox, cpio, kmod
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 { command -v busybox >/dev/null && file -L "$(command -v busybox)" | grep -q static; } || need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)
 command -v file >/dev/null || need+=(file)
 command -v openssl >/dev/null || need+=(openssl)
+# kmatrix.sh builds each guest's module tree with depmod and loads modules with modprobe
+{ command -v modprobe >/dev/null || [ -x /usr/sbin/modprobe ]; } || need+=(kmod)
 if ((${#need[@]})); then
     echo "run-matrix: installing ${need[*]}" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
