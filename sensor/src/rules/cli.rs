@@ -20,18 +20,37 @@ pub fn check(dir: &Path, cfg: &RulesConfig) -> anyhow::Result<bool> {
 pub fn check_to(dir: &Path, cfg: &RulesConfig, out: &mut String) -> anyhow::Result<bool> {
     match RuleSet::load_dir(dir, cfg) {
         Ok(set) => {
-            writeln!(out, "{:<16} {:<9} {:<28} FILE", "RULE", "SEVERITY", "KINDS")?;
+            writeln!(
+                out,
+                "{:<16} {:<9} {:<28} {:<10} FILE",
+                "RULE", "SEVERITY", "KINDS", "PREFILTER"
+            )?;
+            let mut native = 0;
             for r in set.rules() {
+                // Whether some of the rule's conditions are decided in Rust
+                // before Rhai runs (rules/README.md, "Cheap rules").
+                let pre = if r.has_prefilter() {
+                    native += 1;
+                    "native"
+                } else {
+                    "-"
+                };
                 writeln!(
                     out,
-                    "{:<16} {:<9} {:<28} {}",
+                    "{:<16} {:<9} {:<28} {:<10} {}",
                     r.meta.id,
-                    r.meta.severity,
+                    r.meta.severity.as_str(),
                     r.meta.kinds.join(","),
+                    pre,
                     r.file
                 )?;
             }
-            writeln!(out, "ok: {} rules in {}", set.len(), dir.display())?;
+            writeln!(
+                out,
+                "ok: {} rules in {} ({native} with a native pre-filter)",
+                set.len(),
+                dir.display()
+            )?;
             Ok(true)
         }
         Err(e) => {

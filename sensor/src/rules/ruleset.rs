@@ -58,6 +58,13 @@ pub struct Rule {
     pub(crate) requires_check: Vec<crate::rules::event_map::Presence>,
 }
 
+impl Rule {
+    /// Whether the pre-filter decides some of this rule's conditions natively.
+    pub fn has_prefilter(&self) -> bool {
+        self.guard.is_some()
+    }
+}
+
 /// Counters of one rule, shared by every worker evaluating the set.
 #[derive(Debug, Default)]
 pub struct RuleCounters {
