@@ -28,25 +28,43 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use rhai::{Dynamic, Expr, ImmutableString, Stmt, AST, INT};
+use rhai::{ASTFlags, Dynamic, Expr, ImmutableString, Stmt, AST, INT};
 
 use crate::events::{Endpoint, Event, HttpInfo, ProcessInfo};
 use crate::rules::engine::{contains_any, path_matches};
 use crate::rules::net::ip_in_list;
 
-/// Functions whose calls must never be skipped: they change state or log.
+/// Functions whose calls end the summary even where they need not be
+/// evaluated: they change state, log or leave the rule. (Any other call the
+/// natives do not model evaluates to "unknown", which stops the check there
+/// at run time; this list also keeps them out of the summary at load.)
 const EFFECTFUL: &[&str] = &[
     "count_in_window",
     "distinct_in_window",
     "first_seen",
     "print",
     "debug",
+    "exit",
+    "call",
+    "curry",
+    "Fn",
 ];
 
-/// Conditions that all hold whenever the rule can return a match.
+/// What the rule does before it can return a match, in program order: the
+/// bindings it evaluates and the conditions that must hold.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Guard {
-    conds: Vec<Node>,
+    steps: Vec<GuardStep>,
+}
+
+#[derive(Debug, Clone)]
+enum GuardStep {
+    /// `let x = e;`: Rhai evaluates `e` here, so it must be decidable (an
+    /// expression the natives cannot evaluate may throw, and a thrown error
+    /// is counted: the rule then runs).
+    Let(Node),
+    /// Must be true for the rule to go on.
+    Holds(Node),
 }
 
 impl Guard {
@@ -59,36 +77,63 @@ impl Guard {
         if ast.iter_functions().next().is_some() {
             return None;
         }
-        let own: Vec<ImmutableString> = Vec::new();
         let mut g = Guard::default();
         let mut b = Builder {
             bindings: HashMap::new(),
-            own_functions: own,
         };
-        b.block(ast.statements(), &mut g.conds);
-        (!g.conds.is_empty()).then_some(g)
+        b.block(ast.statements(), &mut g.steps);
+        g.steps
+            .iter()
+            .any(|s| matches!(s, GuardStep::Holds(_)))
+            .then_some(g)
     }
 
     /// True when the event makes some gathered condition false: the rule
     /// cannot return a match, so it need not run.
+    /// Steps are taken in the rule's own order, as Rhai would: the first one
+    /// the natives cannot decide ends the check (the rule runs), so an error
+    /// Rhai would have counted there is never hidden by a later false one.
     pub(crate) fn rules_out(&self, ev: &Event) -> bool {
         let cx = Cx { ev };
-        self.conds
-            .iter()
-            .any(|c| matches!(cx.eval(c), Some(V::Bool(false))))
+        for step in &self.steps {
+            match step {
+                GuardStep::Let(n) => {
+                    if cx.eval(n).is_none() {
+                        return false;
+                    }
+                }
+                GuardStep::Holds(n) => match cx.eval(n) {
+                    Some(V::Bool(true)) => {}
+                    Some(V::Bool(false)) => return true,
+                    _ => return false,
+                },
+            }
+        }
+        false
     }
 
     /// The guard with every `config.…` read replaced by its value in
     /// `config` (what the rules see as `config`), once per rule set.
     pub(crate) fn bind(&self, config: &Dynamic) -> Guard {
         Guard {
-            conds: self.conds.iter().map(|c| c.bind(config)).collect(),
+            steps: self
+                .steps
+                .iter()
+                .map(|s| match s {
+                    GuardStep::Let(n) => GuardStep::Let(n.bind(config)),
+                    GuardStep::Holds(n) => GuardStep::Holds(n.bind(config)),
+                })
+                .collect(),
         }
     }
 
+    /// Conditions gathered (bindings not counted).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.conds.len()
+        self.steps
+            .iter()
+            .filter(|s| matches!(s, GuardStep::Holds(_)))
+            .count()
     }
 }
 
@@ -149,6 +194,8 @@ enum Node {
     Bool(bool),
     Int(INT),
     Str(ImmutableString),
+    /// A character literal: equal to a one-character string, refused by the helpers.
+    Char(char),
     /// A constant array or map literal.
     Const(Box<Dynamic>),
     Coalesce(Vec<Node>),
@@ -221,27 +268,30 @@ enum Cmp {
 
 struct Builder {
     bindings: HashMap<ImmutableString, Node>,
-    own_functions: Vec<ImmutableString>,
 }
 
 impl Builder {
-    /// Gathers conditions from a statement list; stops at the first statement
-    /// it cannot see through.
-    fn block(&mut self, stmts: &[Stmt], out: &mut Vec<Node>) {
+    /// Gathers steps from a statement list; stops at the first statement it
+    /// cannot see through.
+    fn block(&mut self, stmts: &[Stmt], out: &mut Vec<GuardStep>) {
         for (i, s) in stmts.iter().enumerate() {
             let last = i + 1 == stmts.len();
             match s {
                 Stmt::Noop(..) => {}
+                // Rebinding `ev` or `config` would make later reads mean
+                // something else than the event or the config.
+                Stmt::Var(x, ..) if matches!(x.0.name.as_str(), "ev" | "config") => return,
                 Stmt::Var(x, ..) if self.pure(&x.1) => {
                     let node = self.node(&x.1);
+                    out.push(GuardStep::Let(node.clone()));
                     self.bindings.insert(x.0.name.clone(), node);
                 }
                 Stmt::If(fc, ..) if fc.branch.is_empty() && self.pure(&fc.expr) => {
                     let cond = self.node(&fc.expr);
                     if is_bare_return(fc.body.statements()) {
-                        out.push(Node::Not(Box::new(cond)));
+                        out.push(GuardStep::Holds(Node::Not(Box::new(cond))));
                     } else if last {
-                        out.push(cond);
+                        out.push(GuardStep::Holds(cond));
                         // Bindings inside the block do not leak out of it; this is the end anyway.
                         self.block(fc.body.statements(), out);
                         return;
@@ -260,9 +310,7 @@ impl Builder {
         e.walk(&mut Vec::new(), &mut |path| {
             let ok = match path.last() {
                 Some(rhai::ASTNode::Expr(Expr::FnCall(f, ..) | Expr::MethodCall(f, ..))) => {
-                    f.namespace.is_empty()
-                        && !EFFECTFUL.contains(&f.name.as_str())
-                        && !self.own_functions.contains(&f.name)
+                    f.namespace.is_empty() && !EFFECTFUL.contains(&f.name.as_str())
                 }
                 Some(rhai::ASTNode::Expr(Expr::Custom(..))) => false,
                 Some(rhai::ASTNode::Stmt(s)) => !matches!(
@@ -290,7 +338,7 @@ impl Builder {
             Expr::BoolConstant(b, ..) => Node::Bool(*b),
             Expr::IntegerConstant(i, ..) => Node::Int(*i),
             Expr::StringConstant(s, ..) => Node::Str(s.clone()),
-            Expr::CharConstant(c, ..) => Node::Str(c.to_string().into()),
+            Expr::CharConstant(c, ..) => Node::Char(*c),
             Expr::DynamicConstant(d, ..) => Node::Const(d.clone()),
             Expr::Array(items, ..) => {
                 let mut a = rhai::Array::new();
@@ -299,6 +347,7 @@ impl Builder {
                         Expr::StringConstant(s, ..) => a.push(Dynamic::from(s.clone())),
                         Expr::IntegerConstant(i, ..) => a.push(Dynamic::from_int(*i)),
                         Expr::BoolConstant(b, ..) => a.push(Dynamic::from_bool(*b)),
+                        Expr::CharConstant(c, ..) => a.push(Dynamic::from_char(*c)),
                         _ => return Node::Unknown,
                     }
                 }
@@ -413,60 +462,93 @@ enum Step<'a> {
 }
 
 /// The chain's base expression, with its steps in order. Rhai nests chains to
-/// the right: `a.b.c` is `Dot(a, Dot(b, c))`, `a.b[k]` is `Dot(a, Index(b, k))`.
+/// the right: `a.b.c` is `Dot(a, Dot(b, c))`, `a.b[k]` is `Dot(a, Index(b, k))`;
+/// an `Index` whose right side is the index alone has the BREAK flag (so
+/// `h["x".to_lower()]` and `h["x"].to_lower()` differ only there). A `?.` or
+/// `?[` (NEGATED) step is left to Rhai.
 fn flatten<'a>(e: &'a Expr, steps: &mut Vec<Step<'a>>) -> Option<&'a Expr> {
     match e {
-        Expr::Dot(x, flags, ..) | Expr::Index(x, flags, ..) => {
-            // `?.` and `?[`: same as `.` here (a missing step is () either way).
-            let _ = flags;
-            let is_index = matches!(e, Expr::Index(..));
-            let base = &x.lhs;
-            rest(&x.rhs, is_index, steps);
-            Some(base)
+        Expr::Dot(x, flags, ..) => {
+            if flags.contains(ASTFlags::NEGATED) {
+                steps.push(Step::Other);
+            }
+            rest(&x.rhs, steps);
+            Some(&x.lhs)
+        }
+        Expr::Index(x, flags, ..) => {
+            if flags.contains(ASTFlags::NEGATED) {
+                steps.push(Step::Other);
+            }
+            index_rest(&x.rhs, flags.contains(ASTFlags::BREAK), steps);
+            Some(&x.lhs)
         }
         _ => None,
     }
 }
 
-/// The steps of a chain's right-hand side (`index`: it starts with an index expression).
-fn rest<'a>(e: &'a Expr, index: bool, steps: &mut Vec<Step<'a>>) {
-    if index {
-        match e {
-            Expr::StringConstant(s, ..) => steps.push(Step::Key(s.clone())),
-            Expr::Dot(x, ..) | Expr::Index(x, ..) => {
-                // The index, then what follows it.
-                rest(&x.lhs, true, steps);
-                rest(&x.rhs, matches!(e, Expr::Index(..)), steps);
-            }
-            _ => steps.push(Step::Other),
-        }
-        return;
-    }
+/// The steps after a `.`.
+fn rest<'a>(e: &'a Expr, steps: &mut Vec<Step<'a>>) {
     match e {
         Expr::Property(p, ..) => steps.push(Step::Key(p.2.clone())),
-        Expr::MethodCall(f, ..) => {
-            if f.namespace.is_empty() {
-                steps.push(Step::Method(f.name.clone(), &f.args));
-            } else {
+        Expr::MethodCall(f, ..) if f.namespace.is_empty() => {
+            steps.push(Step::Method(f.name.clone(), &f.args));
+        }
+        Expr::Dot(x, flags, ..) => {
+            rest(&x.lhs, steps);
+            if flags.contains(ASTFlags::NEGATED) {
                 steps.push(Step::Other);
             }
+            rest(&x.rhs, steps);
         }
-        Expr::Dot(x, ..) => {
-            rest(&x.lhs, false, steps);
-            rest(&x.rhs, false, steps);
-        }
-        Expr::Index(x, ..) => {
-            rest(&x.lhs, false, steps);
-            rest(&x.rhs, true, steps);
+        Expr::Index(x, flags, ..) => {
+            rest(&x.lhs, steps);
+            if flags.contains(ASTFlags::NEGATED) {
+                steps.push(Step::Other);
+            }
+            index_rest(&x.rhs, flags.contains(ASTFlags::BREAK), steps);
         }
         _ => steps.push(Step::Other),
     }
 }
 
+/// The steps after a `[`: the index alone (`terminal`, the BREAK flag), or
+/// the index followed by the rest of the chain.
+fn index_rest<'a>(e: &'a Expr, terminal: bool, steps: &mut Vec<Step<'a>>) {
+    let key = |idx: &Expr, steps: &mut Vec<Step<'a>>| match idx {
+        Expr::StringConstant(s, ..) => steps.push(Step::Key(s.clone())),
+        _ => steps.push(Step::Other),
+    };
+    if terminal {
+        key(e, steps);
+        return;
+    }
+    match e {
+        Expr::Dot(x, flags, ..) => {
+            key(&x.lhs, steps);
+            if flags.contains(ASTFlags::NEGATED) {
+                steps.push(Step::Other);
+            }
+            rest(&x.rhs, steps);
+        }
+        Expr::Index(x, flags, ..) => {
+            key(&x.lhs, steps);
+            if flags.contains(ASTFlags::NEGATED) {
+                steps.push(Step::Other);
+            }
+            index_rest(&x.rhs, flags.contains(ASTFlags::BREAK), steps);
+        }
+        _ => steps.push(Step::Other),
+    }
+}
+
+/// `return;` or `return ();` (not `throw`, which Rhai stores as a return
+/// with the BREAK flag).
 fn is_bare_return(stmts: &[Stmt]) -> bool {
     match stmts {
-        [Stmt::Return(None, ..)] => true,
-        [Stmt::Return(Some(e), ..)] => matches!(**e, Expr::Unit(..)),
+        [Stmt::Return(None, flags, ..)] => !flags.contains(ASTFlags::BREAK),
+        [Stmt::Return(Some(e), flags, ..)] => {
+            !flags.contains(ASTFlags::BREAK) && matches!(**e, Expr::Unit(..))
+        }
         _ => false,
     }
 }
@@ -478,6 +560,7 @@ enum V<'a> {
     Bool(bool),
     Int(INT),
     Str(Cow<'a, str>),
+    Char(char),
     /// A list of strings of the event (anomalies, truncated headers).
     List(&'a [String]),
     /// A config or literal value that is not a primitive (array, map).
@@ -513,6 +596,8 @@ fn from_dyn(d: &Dynamic) -> V<'_> {
         V::Bool(b)
     } else if let Ok(i) = d.as_int() {
         V::Int(i)
+    } else if let Ok(c) = d.as_char() {
+        V::Char(c)
     } else if d.is_string() {
         V::Str(Cow::Owned(d.to_string()))
     } else {
@@ -528,6 +613,7 @@ impl<'a> Cx<'a> {
             Node::Bool(b) => V::Bool(*b),
             Node::Int(i) => V::Int(*i),
             Node::Str(s) => V::Str(Cow::Borrowed(s.as_str())),
+            Node::Char(c) => V::Char(*c),
             Node::Const(d) => from_dyn(d),
             Node::Ev(path) => ev_value(self.ev, path)?,
             // Resolved by `bind` before any evaluation.
@@ -541,31 +627,25 @@ impl<'a> Cx<'a> {
                 }
                 V::Unit
             }
+            // Left to right, as Rhai: an operand the natives cannot decide (or
+            // one that is not a bool, which Rhai refuses) ends the evaluation.
             Node::And(xs) => {
-                let mut unknown = false;
                 for x in xs {
-                    match self.eval(x) {
-                        Some(V::Bool(false)) => return Some(V::Bool(false)),
-                        Some(V::Bool(true)) => {}
-                        _ => unknown = true,
+                    match self.eval(x)? {
+                        V::Bool(false) => return Some(V::Bool(false)),
+                        V::Bool(true) => {}
+                        _ => return None,
                     }
-                }
-                if unknown {
-                    return None;
                 }
                 V::Bool(true)
             }
             Node::Or(xs) => {
-                let mut unknown = false;
                 for x in xs {
-                    match self.eval(x) {
-                        Some(V::Bool(true)) => return Some(V::Bool(true)),
-                        Some(V::Bool(false)) => {}
-                        _ => unknown = true,
+                    match self.eval(x)? {
+                        V::Bool(true) => return Some(V::Bool(true)),
+                        V::Bool(false) => {}
+                        _ => return None,
                     }
-                }
-                if unknown {
-                    return None;
                 }
                 V::Bool(false)
             }
@@ -598,6 +678,8 @@ impl<'a> Cx<'a> {
                         Ok(a) => V::Bool(contains_any(&s, &a)),
                         Err(_) => V::Bool(false),
                     },
+                    // An array of the event's: the helper would search it; left to Rhai.
+                    V::List(_) => return None,
                     _ => V::Bool(false),
                 }
             }
@@ -652,9 +734,25 @@ fn any_str(v: &V, f: impl Fn(&str) -> bool) -> bool {
 
 fn compare(op: Cmp, l: &V, r: &V) -> Option<bool> {
     use std::cmp::Ordering;
+    // Rhai: a char equals a string of exactly that one character.
+    let one_char = |s: &str, c: char| {
+        let mut it = s.chars();
+        it.next() == Some(c) && it.next().is_none()
+    };
+    match (op, l, r) {
+        (Cmp::Eq, V::Str(s), V::Char(c)) | (Cmp::Eq, V::Char(c), V::Str(s)) => {
+            return Some(one_char(s, *c))
+        }
+        (Cmp::Ne, V::Str(s), V::Char(c)) | (Cmp::Ne, V::Char(c), V::Str(s)) => {
+            return Some(!one_char(s, *c))
+        }
+        (_, V::Str(_), V::Char(_)) | (_, V::Char(_), V::Str(_)) => return None,
+        _ => {}
+    }
     let ord: Option<Ordering> = match (l, r) {
         (V::Int(a), V::Int(b)) => Some(a.cmp(b)),
         (V::Str(a), V::Str(b)) => Some(a.cmp(b)),
+        (V::Char(a), V::Char(b)) if matches!(op, Cmp::Eq | Cmp::Ne) => Some(a.cmp(b)),
         (V::Bool(a), V::Bool(b)) => Some(a.cmp(b)),
         (V::Unit, V::Unit) => Some(Ordering::Equal),
         _ => None,
@@ -680,12 +778,22 @@ fn contains(hay: &V, needle: &V) -> Option<bool> {
         (V::List(l), V::Str(n)) => Some(l.iter().any(|s| s == n)),
         (V::List(_), V::Unit | V::Int(_) | V::Bool(_)) => Some(false),
         (V::Str(s), V::Str(n)) => Some(s.contains(n.as_ref())),
+        (V::Str(s), V::Char(c)) => Some(s.contains(*c)),
         (V::Dyn(d), V::Str(n)) => {
             if let Ok(a) = d.as_array_ref() {
-                Some(a.iter().any(|x| {
+                let found = a.iter().any(|x| {
                     x.read_lock::<ImmutableString>()
                         .is_some_and(|s| s.as_str() == n.as_ref())
-                }))
+                });
+                // Another element type may still equal the needle (a char
+                // equals a one-character string): left to Rhai.
+                if found {
+                    Some(true)
+                } else if a.iter().all(|x| x.is_string()) {
+                    Some(false)
+                } else {
+                    None
+                }
             } else if let Ok(m) = d.as_map_ref() {
                 Some(m.contains_key(n.as_ref()))
             } else {
@@ -844,6 +952,7 @@ mod tests {
                 a.len() == l.len() && a.iter().zip(l.iter()).all(|(x, y)| x.to_string() == *y)
             }),
             V::Map => d.is_map(),
+            V::Char(c) => d.as_char() == Ok(*c),
             V::Dyn(_) => false,
         }
     }
@@ -1138,5 +1247,124 @@ mod differential {
         let after: u64 = set.stats().iter().map(|s| s.evaluations).sum();
         assert_eq!(after, before, "a rule ran in Rhai");
         assert!(ev.prefiltered() >= 3);
+    }
+}
+
+/// Shapes a review found the pre-filter getting wrong, each run with the
+/// fast paths on and off: same matches, same errors, same alerts.
+#[cfg(test)]
+mod review_cases {
+    use std::sync::Arc;
+
+    use crate::alerts::SensorIdentity;
+    use crate::rules::{fixtures, Evaluator, RuleSet, RuleState, RulesConfig};
+
+    fn verdicts(
+        body: &str,
+        events: &[serde_json::Value],
+        prefilter: bool,
+    ) -> (Vec<String>, u64, u64) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = format!(
+            "let rule = #{{ id: \"T-1\", title: \"t\", severity: \"low\", description: \"d\", kinds: [\"http_request\"], throttle: false }};\n{body}\n"
+        );
+        std::fs::write(dir.path().join("T-1.rhai"), src).expect("rule file");
+        let set =
+            Arc::new(RuleSet::load_dir(dir.path(), &RulesConfig::default()).expect("rule loads"));
+        let mut ev = Evaluator::new(
+            set.clone(),
+            Arc::new(RuleState::new(set.config())),
+            SensorIdentity {
+                host: "h".into(),
+                sensor_id: "s".into(),
+            },
+        );
+        ev.set_prefilter(prefilter);
+        let alerts = events
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| ev.evaluate(&fixtures::build_event(p, i).expect("event")))
+            .map(|a| a.summary().to_string())
+            .collect();
+        let st = &set.stats()[0];
+        (alerts, st.matches, st.errors + st.budget_exceeded)
+    }
+
+    fn same(body: &str, events: &[serde_json::Value]) {
+        let on = verdicts(body, events, true);
+        let off = verdicts(body, events, false);
+        assert_eq!(on, off, "pre-filter changed the verdict of: {body}");
+    }
+
+    #[test]
+    fn rebinding_ev_or_config() {
+        let e = [serde_json::json!({ "http": { "path": "/ADMIN" } })];
+        same(r#"let ev = ev.http; if ev.path == "/ADMIN" { "x" }"#, &e);
+        same(
+            r#"let config = #{ protected_paths: ["/"] }; if path_matches(ev.http.path, config.protected_paths) { "x" }"#,
+            &e,
+        );
+    }
+
+    #[test]
+    fn non_bool_operands_and_errors_in_order() {
+        let e = [serde_json::json!({ "http": { "path": "/a" } })];
+        same(r#"if ev.http.path && ev.http.path == "/nope" { "x" }"#, &e);
+        same(
+            r#"if ev.src.port || ev.kind == "http_request" { return; } "x""#,
+            &e,
+        );
+        same(
+            r#"if ev.http.anomalies[0] == "x" { return; } if ev.http.path == "/nope" { true }"#,
+            &e,
+        );
+        same(
+            r#"let a = ev.http.anomalies[0]; if ev.http.path == "/nope" { true }"#,
+            &e,
+        );
+    }
+
+    #[test]
+    fn throw_is_not_return() {
+        let e = [serde_json::json!({ "http": { "method": "GET" } })];
+        same(r#"if ev.http.method == "GET" { throw; } true"#, &e);
+    }
+
+    #[test]
+    fn indirect_calls_exit_and_mutators() {
+        let e = [serde_json::json!({ "http": { "path": "/admin" } })];
+        same(
+            r#"let s = Fn("first_seen").call(ev.src.ip); if ev.http.path == "/nope" { s }"#,
+            &e,
+        );
+        same(
+            r#"let v = ev.http.headers["x-debug"] ?? exit("no header"); if v == "on" { "x" }"#,
+            &e,
+        );
+        same(
+            r#"let p = ev.http.path; let u = p.make_upper(); if p == "/ADMIN" { "x" }"#,
+            &e,
+        );
+    }
+
+    #[test]
+    fn optional_chains_computed_indexes_chars() {
+        let e =
+            [serde_json::json!({ "http": { "headers": { "host": "a", "user-agent": "curl" } } })];
+        same(
+            r#"let missing = ev.http.headers["x-api-key"]?.contains("test") ?? true; if missing { "x" }"#,
+            &e,
+        );
+        same(
+            r#"if ev.http.headers["User-Agent".to_lower()] == () { return; } "ua""#,
+            &e,
+        );
+        same(r#"let h = ev["HTTP".to_lower()]; if h != () { "x" }"#, &e);
+        same(
+            r#"if !(ev.http.headers["host"] in ['a', 'b']) { return; } "x""#,
+            &e,
+        );
+        same(r#"if path_matches('/', ["/"]) { return; } "x""#, &e);
+        same(r#"if ev.http.headers.host == 'a' { "x" }"#, &e);
     }
 }
