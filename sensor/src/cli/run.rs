@@ -149,7 +149,13 @@ pub fn run_cmd(args: RunArgs) -> Result<()> {
     // A full queue blocks the reader; the kernel ring buffer absorbs the burst;
     // past that the kernel counts drops, which are reported. Never silent.
     let n_workers = cfg.rules.workers.max(1);
-    let (out_tx, out_rx) = crossbeam_channel::bounded::<Output>(cfg.sensor.queue_capacity);
+    // Workers hand the writer batches: the bound counts events, as configured.
+    let (out_tx, out_rx) = crossbeam_channel::bounded::<Output>(
+        cfg.sensor
+            .queue_capacity
+            .div_ceil(super::workers::BATCH)
+            .max(1),
+    );
     let current = CurrentRules::new(rules);
     let state = Arc::new(RuleState::new(&cfg.rules));
     let worker_priority = super::workers::ThreadPriority {
