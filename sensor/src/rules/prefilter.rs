@@ -28,7 +28,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use rhai::{ASTFlags, Dynamic, Expr, ImmutableString, Stmt, AST, INT};
+use rhai::{ASTFlags, BinaryExpr, Dynamic, Expr, ImmutableString, Stmt, AST, INT};
 
 use crate::events::{Endpoint, Event, HttpInfo, ProcessInfo};
 use crate::rules::engine::{contains_any, path_matches};
@@ -467,22 +467,23 @@ enum Step<'a> {
 /// `h["x".to_lower()]` and `h["x"].to_lower()` differ only there). A `?.` or
 /// `?[` (NEGATED) step is left to Rhai.
 fn flatten<'a>(e: &'a Expr, steps: &mut Vec<Step<'a>>) -> Option<&'a Expr> {
-    match e {
-        Expr::Dot(x, flags, ..) => {
-            if flags.contains(ASTFlags::NEGATED) {
-                steps.push(Step::Other);
-            }
-            rest(&x.rhs, steps);
-            Some(&x.lhs)
-        }
-        Expr::Index(x, flags, ..) => {
-            if flags.contains(ASTFlags::NEGATED) {
-                steps.push(Step::Other);
-            }
-            index_rest(&x.rhs, flags.contains(ASTFlags::BREAK), steps);
-            Some(&x.lhs)
-        }
-        _ => None,
+    let (Expr::Dot(x, flags, ..) | Expr::Index(x, flags, ..)) = e else {
+        return None;
+    };
+    link(x, *flags, matches!(e, Expr::Index(..)), steps);
+    Some(&x.lhs)
+}
+
+/// From a chain node's left side (already walked) to its right side: after
+/// `.` (`index` false) or `[` (true).
+fn link<'a>(x: &'a BinaryExpr, flags: ASTFlags, index: bool, steps: &mut Vec<Step<'a>>) {
+    if flags.contains(ASTFlags::NEGATED) {
+        steps.push(Step::Other);
+    }
+    if index {
+        index_rest(&x.rhs, flags.contains(ASTFlags::BREAK), steps);
+    } else {
+        rest(&x.rhs, steps);
     }
 }
 
@@ -493,19 +494,9 @@ fn rest<'a>(e: &'a Expr, steps: &mut Vec<Step<'a>>) {
         Expr::MethodCall(f, ..) if f.namespace.is_empty() => {
             steps.push(Step::Method(f.name.clone(), &f.args));
         }
-        Expr::Dot(x, flags, ..) => {
+        Expr::Dot(x, flags, ..) | Expr::Index(x, flags, ..) => {
             rest(&x.lhs, steps);
-            if flags.contains(ASTFlags::NEGATED) {
-                steps.push(Step::Other);
-            }
-            rest(&x.rhs, steps);
-        }
-        Expr::Index(x, flags, ..) => {
-            rest(&x.lhs, steps);
-            if flags.contains(ASTFlags::NEGATED) {
-                steps.push(Step::Other);
-            }
-            index_rest(&x.rhs, flags.contains(ASTFlags::BREAK), steps);
+            link(x, *flags, matches!(e, Expr::Index(..)), steps);
         }
         _ => steps.push(Step::Other),
     }
@@ -523,19 +514,9 @@ fn index_rest<'a>(e: &'a Expr, terminal: bool, steps: &mut Vec<Step<'a>>) {
         return;
     }
     match e {
-        Expr::Dot(x, flags, ..) => {
+        Expr::Dot(x, flags, ..) | Expr::Index(x, flags, ..) => {
             key(&x.lhs, steps);
-            if flags.contains(ASTFlags::NEGATED) {
-                steps.push(Step::Other);
-            }
-            rest(&x.rhs, steps);
-        }
-        Expr::Index(x, flags, ..) => {
-            key(&x.lhs, steps);
-            if flags.contains(ASTFlags::NEGATED) {
-                steps.push(Step::Other);
-            }
-            index_rest(&x.rhs, flags.contains(ASTFlags::BREAK), steps);
+            link(x, *flags, matches!(e, Expr::Index(..)), steps);
         }
         _ => steps.push(Step::Other),
     }
