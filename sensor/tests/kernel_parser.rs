@@ -2509,8 +2509,19 @@ fn the_rule_prefilter_changes_no_verdict_on_kernel_events() {
             .collect();
         (alerts, matches, ev.prefiltered())
     };
-    let (fast_alerts, fast_matches, skipped) = verdicts(true);
-    let (slow_alerts, slow_matches, none) = verdicts(false);
+    // A run with an evaluation stopped by the 50 ms wall-clock limit (a
+    // descheduled thread on a loaded machine) is taken again, not compared.
+    let stopped = |m: &[(String, u64, u64)]| m.iter().any(|(_, _, failed)| *failed > 0);
+    let mut attempt = 0;
+    let ((fast_alerts, fast_matches, skipped), (slow_alerts, slow_matches, none)) = loop {
+        attempt += 1;
+        let fast = verdicts(true);
+        let slow = verdicts(false);
+        if (stopped(&fast.1) || stopped(&slow.1)) && attempt < 5 {
+            continue;
+        }
+        break (fast, slow);
+    };
     assert_eq!(fast_matches, slow_matches);
     assert_eq!(fast_alerts, slow_alerts);
     assert_eq!(none, 0);

@@ -820,33 +820,37 @@ fn ev_value<'a>(ev: &'a Event, path: &[ImmutableString]) -> Option<V<'a>> {
     }
 }
 
-fn endpoint<'a>(e: Option<&'a Endpoint>, path: &[ImmutableString]) -> Option<V<'a>> {
-    let Some(e) = e else {
+/// A block of the event map: () when absent, a map when read whole, else
+/// the field `field` names (with what is below it).
+fn block<'a, T>(
+    x: Option<&'a T>,
+    path: &[ImmutableString],
+    field: impl Fn(&'a T, &str, &[ImmutableString]) -> Option<V<'a>>,
+) -> Option<V<'a>> {
+    let Some(x) = x else {
         return Some(V::Unit);
     };
-    let Some((first, rest)) = path.split_first() else {
-        return Some(V::Map);
-    };
-    match first.as_str() {
-        "ip" => leaf(V::Str(Cow::Owned(e.ip.to_string())), rest),
-        "port" => leaf(int(e.port), rest),
-        _ => Some(V::Unit),
+    match path.split_first() {
+        None => Some(V::Map),
+        Some((first, rest)) => field(x, first.as_str(), rest),
     }
 }
 
+fn endpoint<'a>(e: Option<&'a Endpoint>, path: &[ImmutableString]) -> Option<V<'a>> {
+    block(e, path, |e, key, rest| match key {
+        "ip" => leaf(V::Str(Cow::Owned(e.ip.to_string())), rest),
+        "port" => leaf(int(e.port), rest),
+        _ => Some(V::Unit),
+    })
+}
+
 fn process<'a>(p: Option<&'a ProcessInfo>, path: &[ImmutableString]) -> Option<V<'a>> {
-    let Some(p) = p else {
-        return Some(V::Unit);
-    };
-    let Some((first, rest)) = path.split_first() else {
-        return Some(V::Map);
-    };
-    match first.as_str() {
+    block(p, path, |p, key, rest| match key {
         "pid" => leaf(p.pid.map_or(V::Unit, int), rest),
         "comm" => leaf(opt_str(&p.comm), rest),
         "cgroup_id" => leaf(p.cgroup_id.map_or(V::Unit, int), rest),
         _ => Some(V::Unit),
-    }
+    })
 }
 
 fn http<'a>(h: &'a HttpInfo, path: &[ImmutableString]) -> Option<V<'a>> {
@@ -1122,11 +1126,7 @@ mod differential {
 
     #[test]
     fn a_traffic_corpus_gives_the_same_alerts_with_and_without_the_prefilter() {
-        let set = pack();
         let events = corpus();
-        let (with, skipped) = alerts(&set, &events, true);
-        let other = pack();
-        let (without, none) = alerts(&other, &events, false);
         // Matches, suppressed ones included: a throttled match is still a match.
         let matches = |s: &RuleSet| -> Vec<(String, u64)> {
             s.stats()
@@ -1134,7 +1134,28 @@ mod differential {
                 .map(|r| (r.rule_id, r.matches))
                 .collect()
         };
-        assert_eq!(matches(&set), matches(&other));
+        let stopped = |s: &RuleSet| s.stats().iter().map(|r| r.budget_exceeded).sum::<u64>();
+        // An evaluation stopped by the 50 ms wall-clock limit (a descheduled
+        // thread on a loaded machine) changes a verdict by itself: such a
+        // run is taken again, not compared.
+        let mut attempt = 0;
+        let (with, skipped, without, none) = loop {
+            attempt += 1;
+            let set = pack();
+            let (with, skipped) = alerts(&set, &events, true);
+            let other = pack();
+            let (without, none) = alerts(&other, &events, false);
+            if (stopped(&set) > 0 || stopped(&other) > 0) && attempt < 5 {
+                continue;
+            }
+            assert_eq!(
+                stopped(&set) + stopped(&other),
+                0,
+                "wall-clock stops in every attempt"
+            );
+            assert_eq!(matches(&set), matches(&other));
+            break (with, skipped, without, none);
+        };
         if let Some(i) = (0..with.len().max(without.len())).find(|&i| with.get(i) != without.get(i))
         {
             panic!(
