@@ -587,6 +587,20 @@ fn from_dyn(d: &Dynamic) -> V<'_> {
 }
 
 impl<'a> Cx<'a> {
+    /// `&&` (`stop` false) or `||` (`stop` true), left to right as Rhai: the
+    /// first operand equal to `stop` decides; an operand the natives cannot
+    /// decide, or one that is not a bool (Rhai refuses it), ends evaluation.
+    fn short_circuit(&self, xs: &'a [Node], stop: bool) -> Option<bool> {
+        for x in xs {
+            match self.eval(x)? {
+                V::Bool(b) if b == stop => return Some(stop),
+                V::Bool(_) => {}
+                _ => return None,
+            }
+        }
+        Some(!stop)
+    }
+
     fn eval(&self, n: &'a Node) -> Option<V<'a>> {
         Some(match n {
             Node::Unknown => return None,
@@ -608,28 +622,8 @@ impl<'a> Cx<'a> {
                 }
                 V::Unit
             }
-            // Left to right, as Rhai: an operand the natives cannot decide (or
-            // one that is not a bool, which Rhai refuses) ends the evaluation.
-            Node::And(xs) => {
-                for x in xs {
-                    match self.eval(x)? {
-                        V::Bool(false) => return Some(V::Bool(false)),
-                        V::Bool(true) => {}
-                        _ => return None,
-                    }
-                }
-                V::Bool(true)
-            }
-            Node::Or(xs) => {
-                for x in xs {
-                    match self.eval(x)? {
-                        V::Bool(true) => return Some(V::Bool(true)),
-                        V::Bool(false) => {}
-                        _ => return None,
-                    }
-                }
-                V::Bool(false)
-            }
+            Node::And(xs) => V::Bool(self.short_circuit(xs, false)?),
+            Node::Or(xs) => V::Bool(self.short_circuit(xs, true)?),
             Node::Not(x) => match self.eval(x)? {
                 V::Bool(b) => V::Bool(!b),
                 _ => return None,
